@@ -1,0 +1,1 @@
+"""violet: video-language pretraining and fine-tuning (VIOLET / SimVTP family) on Accelerate + DeepSpeed."""

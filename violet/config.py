@@ -1,0 +1,218 @@
+"""Typed run configuration: nested dataclasses, YAML files and dotted CLI overrides.
+
+Precedence (later wins): dataclass defaults < the task's defaults < the model preset < `--config x.yaml`
+< the CLI flags of train.py (`--batch-size`, `--max-steps`, ...) < dotted overrides (`train.lr=1e-4`).
+The resolved config is printed and saved with every run so a result can always be traced to its settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the video encoder, text encoder and cross-modal fusion; defaults are the `tiny` preset."""
+
+    preset: str = "tiny"
+    width: int = 128  # one width for all three transformers, as VIOLET/SimVTP share the token space
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    video_depth: int = 2
+    text_depth: int = 2
+    fusion_depth: int = 2
+    image_size: int = 64
+    patch_size: int = 8
+    tubelet: int = 1  # frames per space-time patch
+    max_frames: int = 8  # size of the temporal position table
+    max_text_len: int = 32
+    embed_dim: int = 128  # contrastive (VTC) projection size
+    dropout: float = 0.0
+    grad_checkpointing: bool = False
+    tokenizer: str = ""  # a local directory with a BERT vocab; "" = the uncased vocab shipped in violet/assets
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"model.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
+        if self.max_frames % self.tubelet:
+            raise ValueError(f"model.max_frames={self.max_frames} must be a multiple of tubelet={self.tubelet}")
+
+    @property
+    def hidden_size(self) -> int:
+        """Read by Accelerate to fill DeepSpeed's "auto" bucket sizes."""
+        return self.width
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = ""
+    num_frames: int = 4  # frames per clip fed to the model (sampled from the frames kept in the clip store)
+    num_workers: int = 2
+    train_augment: bool = True  # random resized crop (no flip: it would make "left"/"right" captions lie)
+    crop_scale_min: float = 0.6
+    max_bad_samples: int = 100  # training skips unreadable clips, logs each, and stops past this many
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # per device
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.1
+    epochs: int = 10
+    max_steps: int = 0  # > 0 overrides epochs
+    grad_clip: float = 1.0
+    mixed_precision: str = "auto"  # auto = bf16 on GPUs that support it, fp32 on CPU
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 100  # optimizer steps between resumable checkpoints
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # 0 = evaluate on the val split (when present) only at the end
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"train.mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("train.batch_size and train.grad_accum must be >= 1")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Loss weights and masking; a task uses the terms it needs and ignores the rest."""
+
+    mlm_weight: float = 1.0
+    mvm_weight: float = 1.0
+    vtm_weight: float = 1.0
+    vtc_weight: float = 1.0
+    mlm_prob: float = 0.15
+    mvm_ratio: float = 0.3  # fraction of video patches replaced by a mask token for MVM
+    vtm_hard_negatives: bool = True  # sample VTM negatives from VTC similarities, as ALBEF/VIOLET do
+    answer_top_k: int = 0  # 0 = the answer vocabulary prepared with the data
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    rerank_k: int = 16  # retrieval: re-rank the top-k per query with the VTM head; 0 = dual encoder only; -1 = all
+    num_frames: int = 0  # 0 = same as data.num_frames
+
+
+@dataclass
+class RunConfig:
+    task: str = "pretrain"
+    output_dir: str = ""
+    init: str = ""  # checkpoint directory to initialise weights from (fine-tuning)
+    resume: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the dataclass field's declared type, failing with the key's name."""
+    if isinstance(annotation, str):
+        annotation = eval_annotation(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected a boolean, got {value!r}")
+    if annotation in (int, float, str):
+        try:
+            if annotation is int and isinstance(value, str) and value.strip().lower() in ("all", "-1"):
+                return -1
+            if annotation is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return annotation(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected {annotation.__name__}, got {value!r}") from None
+    return value
+
+
+_ANNOTATIONS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def eval_annotation(name: str) -> Any:
+    """Resolve the string annotations produced by `from __future__ import annotations` (only plain types used)."""
+    if name not in _ANNOTATIONS:
+        raise TypeError(f"unsupported config field type {name!r}")
+    return _ANNOTATIONS[name]
+
+
+def _section_fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") -> None:
+    """Set nested fields from a (possibly nested) dict; unknown keys raise instead of being ignored."""
+    fields = _section_fields(config)
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise KeyError(f"unknown config key {dotted!r}; known keys here: {known}")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{dotted} is a section; set its fields, e.g. {dotted}.<field>=...")
+            apply_overrides(current, value, prefix=f"{dotted}.")
+        else:
+            setattr(config, key, _coerce(value, fields[key].type, dotted))
+    if hasattr(config, "__post_init__"):
+        config.__post_init__()  # re-validate after edits
+
+
+def parse_dotted(items: list[str]) -> dict[str, Any]:
+    """Turn ["train.lr=1e-4", "model.width=256"] into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return nested
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path) as handle:
+        loaded = yaml.safe_load(handle) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of sections")
+    return loaded
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig saved by `to_dict` (used when loading checkpoints)."""
+    config = RunConfig()
+    apply_overrides(config, data)
+    return config
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(config.to_json() + "\n")

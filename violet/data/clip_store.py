@@ -1,0 +1,460 @@
+"""A sharded store of pre-extracted JPEG frames: one seek + one read per clip, no pickle.
+
+Layout of a store directory ROOT::
+
+    ROOT/store.json          {"format": "violet-clip-store", "version": 1, "frames_per_video", "short_side", "jpeg_quality"}
+    ROOT/shard-00000.bin     concatenated JPEG bytes; every frame of a clip is contiguous
+    ROOT/index.jsonl         one JSON object per stored clip (see ``ClipStoreWriter.add``)
+
+Crash safety comes from the write order: a clip's bytes are written and fsynced
+before its index line is appended, and every writer session starts a new shard.
+A crash can therefore only leave unindexed bytes at the end of a shard or a
+truncated last index line, both of which readers and writers ignore.
+
+The reader keeps its index in a few numpy arrays and one bytes blob (no Python
+object per clip), so forked DataLoader workers share it copy-on-write instead of
+slowly duplicating it through reference-count updates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import json
+import logging
+import os
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+STORE_FORMAT = "violet-clip-store"
+STORE_VERSION = 1
+SETTINGS_FILENAME = "store.json"
+INDEX_FILENAME = "index.jsonl"
+LOCK_FILENAME = ".writer.lock"
+SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.bin$")
+JPEG_START = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+# Fields the writer computes itself; callers may not supply them in ``meta``.
+COMPUTED_FIELDS = ("video", "shard", "offset", "frame_lengths", "crc32", "num_frames")
+REQUIRED_META_FIELDS = ("width", "height", "src_fps", "src_frames", "duration", "frame_times", "decoder")
+
+PathLike = str | os.PathLike[str]
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.bin"
+
+
+def _read_settings(root: Path) -> dict[str, Any] | None:
+    path = root / SETTINGS_FILENAME
+    if not path.is_file():
+        return None
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    if settings.get("format") != STORE_FORMAT:
+        raise ValueError(f"{path} is not a {STORE_FORMAT} settings file (format={settings.get('format')!r})")
+    if settings.get("version") != STORE_VERSION:
+        raise ValueError(f"{path}: unsupported clip store version {settings.get('version')!r}; "
+                         f"this code reads version {STORE_VERSION}")
+    return settings
+
+
+def _scan_index(root: Path) -> Iterator[tuple[dict[str, Any], int, int]]:
+    """Yield ``(entry, line_offset, line_length)`` for each complete, well-formed line of index.jsonl.
+
+    Only entries whose bytes are fully present in their shard are yielded: an entry
+    pointing past the end of its shard (a shard lost or copied partially) is logged
+    and skipped, so that the writer re-extracts the clip and the reader never serves it.
+    """
+    index_path = root / INDEX_FILENAME
+    if not index_path.is_file():
+        return
+    shard_sizes: dict[str, int] = {}
+    dropped = 0
+    with index_path.open("rb") as index_file:
+        line_offset = 0
+        for line_number, raw_line in enumerate(index_file, start=1):
+            this_offset, line_offset = line_offset, line_offset + len(raw_line)
+            if not raw_line.endswith(b"\n"):
+                # Only the last line can lack its newline: a crash while appending it.
+                logger.warning("%s: ignoring truncated last line %d (from an interrupted write)",
+                               index_path, line_number)
+                break
+            if not raw_line.strip():
+                continue
+            try:
+                entry = json.loads(raw_line)
+                shard, offset, total = entry["shard"], int(entry["offset"]), sum(entry["frame_lengths"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{index_path}:{line_number}: corrupt index line ({error}); "
+                                 f"the store needs repair") from error
+            if shard not in shard_sizes:
+                shard_path = root / shard
+                shard_sizes[shard] = shard_path.stat().st_size if shard_path.is_file() else -1
+            if offset + total > shard_sizes[shard]:
+                dropped += 1
+                continue
+            yield entry, this_offset, len(raw_line)
+    if dropped:
+        logger.warning("%s: ignored %d index entries whose shard bytes are missing", index_path, dropped)
+
+
+class ClipStoreWriter:
+    """Appends clips to a store; the single writer of a store (enforced with a lock file).
+
+    Use as a context manager. ``add`` makes each clip durable before indexing it,
+    so ``done_ids()`` after a crash lists exactly the clips that can be read back.
+    """
+
+    def __init__(self, root: PathLike, *, frames_per_video: int, short_side: int, jpeg_quality: int = 90,
+                 shard_bytes: int = 1 << 30, fsync: bool = True) -> None:
+        if frames_per_video < 1 or short_side < 1 or not 1 <= jpeg_quality <= 100 or shard_bytes < 1:
+            raise ValueError(f"invalid clip store settings: frames_per_video={frames_per_video}, "
+                             f"short_side={short_side}, jpeg_quality={jpeg_quality}, shard_bytes={shard_bytes}")
+        self.root = Path(root)
+        self.shard_bytes = shard_bytes
+        self.fsync = fsync
+        self.settings = {"format": STORE_FORMAT, "version": STORE_VERSION, "frames_per_video": frames_per_video,
+                         "short_side": short_side, "jpeg_quality": jpeg_quality}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / LOCK_FILENAME, "a")  # noqa: SIM115 - held for the writer's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise RuntimeError(f"another ClipStoreWriter is writing to {self.root}; "
+                               f"two writers would interleave index lines") from None
+        try:
+            self._check_or_write_settings()
+            self._drop_truncated_index_tail()
+            self._done = {entry["video"] for entry, _, _ in _scan_index(self.root)}
+        except BaseException:
+            self._lock_file.close()
+            raise
+        existing = [int(m.group(1)) for p in self.root.iterdir() if (m := SHARD_PATTERN.match(p.name))]
+        # A new shard number per session: old shards may end in unindexed garbage from a crash.
+        self._next_shard_number = max(existing, default=-1) + 1
+        self._shard_file: Any = None
+        self._shard_name = ""
+        self._index_file = open(self.root / INDEX_FILENAME, "ab")  # noqa: SIM115
+        self._closed = False
+
+    def _check_or_write_settings(self) -> None:
+        existing = _read_settings(self.root)
+        if existing is None:
+            leftovers = [p.name for p in self.root.iterdir() if p.name == INDEX_FILENAME or SHARD_PATTERN.match(p.name)]
+            if leftovers:
+                raise ValueError(f"{self.root} holds clip store files {sorted(leftovers)[:3]} but no "
+                                 f"{SETTINGS_FILENAME}; refusing to guess its settings")
+            tmp = self.root / f"{SETTINGS_FILENAME}.tmp"
+            tmp.write_text(json.dumps(self.settings, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, self.root / SETTINGS_FILENAME)
+            return
+        differences = [f"{key}: store has {existing.get(key)!r}, requested {value!r}"
+                       for key, value in self.settings.items() if existing.get(key) != value]
+        if differences:
+            raise ValueError(f"clip store {self.root} was created with different settings ("
+                             + "; ".join(differences) + "). Use another store directory or the same settings; "
+                             "mixing settings in one store is not allowed.")
+
+    def _drop_truncated_index_tail(self) -> None:
+        # Appending after a partial line would glue the next entry onto it and lose both.
+        index_path = self.root / INDEX_FILENAME
+        if not index_path.is_file():
+            return
+        data = index_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            logger.warning("%s: removing a truncated last line (%d bytes) left by an interrupted write",
+                           index_path, len(data) - keep)
+            with index_path.open("r+b") as index_file:
+                index_file.truncate(keep)
+
+    def done_ids(self) -> set[str]:
+        """Ids already stored (readable), including those added in this session."""
+        return set(self._done)
+
+    def _open_next_shard(self) -> None:
+        self._close_shard()
+        self._shard_name = shard_name(self._next_shard_number)
+        self._next_shard_number += 1
+        # "xb": never append to (or clobber) an existing shard.
+        self._shard_file = open(self.root / self._shard_name, "xb")  # noqa: SIM115
+
+    def _close_shard(self) -> None:
+        if self._shard_file is not None:
+            self._shard_file.close()
+            self._shard_file = None
+
+    def add(self, video_id: str, jpegs: Sequence[bytes], meta: dict[str, Any]) -> dict[str, Any]:
+        """Store one clip and return its index entry.
+
+        ``meta`` must hold width, height, src_fps, src_frames, duration, frame_times
+        (one per frame) and decoder; extra JSON-serialisable keys are kept in the entry.
+        """
+        if self._closed:
+            raise RuntimeError(f"ClipStoreWriter for {self.root} is closed")
+        if not isinstance(video_id, str) or not video_id:
+            raise ValueError(f"video id must be a non-empty string, got {video_id!r}")
+        if not jpegs:
+            raise ValueError(f"{video_id}: no frames to store")
+        if len(jpegs) > self.settings["frames_per_video"]:
+            raise ValueError(f"{video_id}: {len(jpegs)} frames exceed the store's frames_per_video="
+                             f"{self.settings['frames_per_video']}")
+        for position, jpeg in enumerate(jpegs):
+            if not isinstance(jpeg, bytes) or not jpeg.startswith(JPEG_START):
+                raise ValueError(f"{video_id}: frame {position} is not JPEG bytes")
+        missing = [key for key in REQUIRED_META_FIELDS if key not in meta]
+        reserved = [key for key in COMPUTED_FIELDS if key in meta]
+        if missing or reserved:
+            raise ValueError(f"{video_id}: meta is missing {missing} / must not set computed fields {reserved}")
+        if len(meta["frame_times"]) != len(jpegs):
+            raise ValueError(f"{video_id}: {len(meta['frame_times'])} frame_times for {len(jpegs)} frames")
+
+        clip_bytes = b"".join(jpegs)
+        if self._shard_file is None or (self._shard_file.tell() > 0
+                                        and self._shard_file.tell() + len(clip_bytes) > self.shard_bytes):
+            self._open_next_shard()
+        offset = self._shard_file.tell()
+        try:
+            self._shard_file.write(clip_bytes)
+            self._shard_file.flush()
+            if self.fsync:
+                os.fsync(self._shard_file.fileno())
+        except BaseException:
+            # The shard may now end in a partial clip; continue in a fresh shard.
+            self._close_shard()
+            raise
+        entry = {"video": video_id, "shard": self._shard_name, "offset": offset,
+                 "frame_lengths": [len(jpeg) for jpeg in jpegs], "crc32": zlib.crc32(clip_bytes),
+                 "num_frames": len(jpegs), **meta}
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        self._index_file.write(line)
+        self._index_file.flush()
+        self._done.add(video_id)
+        return entry
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_shard()
+        self._index_file.flush()
+        if self.fsync:
+            os.fsync(self._index_file.fileno())
+        self._index_file.close()
+        self._lock_file.close()  # releases the flock
+
+    def __enter__(self) -> ClipStoreWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _SortedIds(Sequence[bytes]):
+    """The sorted ids as a sequence view over one bytes blob, for ``bisect``."""
+
+    def __init__(self, blob: bytes, starts: np.ndarray) -> None:
+        self.blob, self.starts = blob, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, row: int) -> bytes:  # type: ignore[override]
+        return self.blob[self.starts[row]:self.starts[row + 1]]
+
+
+class ClipStore:
+    """Random-access reader of a clip store; safe to create before forking DataLoader workers."""
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = Path(root)
+        settings = _read_settings(self.root)
+        if settings is None:
+            raise FileNotFoundError(f"{self.root} is not a clip store (no {SETTINGS_FILENAME}); "
+                                    f"create one with `python -m prepare.extract DATA`")
+        self.settings = settings
+        self.frames_per_video: int = settings["frames_per_video"]
+        self.short_side: int = settings["short_side"]
+        self._load_index()
+        self._handles: dict[str, int] = {}
+        self._handles_pid = os.getpid()
+
+    def _load_index(self) -> None:
+        latest: dict[str, tuple[dict[str, Any], int, int]] = {}
+        for entry, line_offset, line_length in _scan_index(self.root):
+            latest[entry["video"]] = (entry, line_offset, line_length)  # last wins
+        # UTF-8 byte order equals code point order, so sorting bytes sorts the ids as str.
+        encoded = sorted((video.encode("utf-8"), item) for video, item in latest.items())
+        count = len(encoded)
+        self._shard_names = sorted({entry["shard"] for _, (entry, _, _) in encoded})
+        shard_numbers = {name: number for number, name in enumerate(self._shard_names)}
+        self._id_starts = np.zeros(count + 1, dtype=np.int64)
+        self._shard = np.empty(count, dtype=np.int32)
+        self._offset = np.empty(count, dtype=np.int64)
+        self._lengths_start = np.zeros(count + 1, dtype=np.int64)
+        self._line_offset = np.empty(count, dtype=np.int64)
+        self._line_length = np.empty(count, dtype=np.int32)
+        self._crc32 = np.empty(count, dtype=np.uint32)
+        frame_lengths: list[int] = []
+        for row, (video, (entry, line_offset, line_length)) in enumerate(encoded):
+            self._id_starts[row + 1] = self._id_starts[row] + len(video)
+            self._shard[row] = shard_numbers[entry["shard"]]
+            self._offset[row] = entry["offset"]
+            frame_lengths.extend(entry["frame_lengths"])
+            self._lengths_start[row + 1] = len(frame_lengths)
+            self._line_offset[row] = line_offset
+            self._line_length[row] = line_length
+            self._crc32[row] = entry["crc32"]
+        self._frame_lengths = np.asarray(frame_lengths, dtype=np.int32)
+        self._ids = _SortedIds(b"".join(video for video, _ in encoded), self._id_starts)
+
+    # ---- lookup -------------------------------------------------------------------------------
+    def _row(self, video_id: str) -> int:
+        key = video_id.encode("utf-8")
+        row = bisect.bisect_left(self._ids, key)
+        if row == len(self._ids) or self._ids[row] != key:
+            raise KeyError(f"video {video_id!r} is not in the clip store {self.root} "
+                           f"({len(self)} videos; was it extracted, or did it fail? see failed.jsonl)")
+        return row
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, video_id: object) -> bool:
+        if not isinstance(video_id, str):
+            return False
+        key = video_id.encode("utf-8")
+        row = bisect.bisect_left(self._ids, key)
+        return row < len(self._ids) and self._ids[row] == key
+
+    def ids(self) -> list[str]:
+        return [self._ids[row].decode("utf-8") for row in range(len(self._ids))]
+
+    def num_frames(self, video_id: str) -> int:
+        row = self._row(video_id)
+        return int(self._lengths_start[row + 1] - self._lengths_start[row])
+
+    def meta(self, video_id: str) -> dict[str, Any]:
+        """The clip's full index entry, re-read from index.jsonl (kept out of memory on purpose)."""
+        row = self._row(video_id)
+        line = os.pread(self._fd(INDEX_FILENAME), int(self._line_length[row]), int(self._line_offset[row]))
+        entry = json.loads(line)
+        if entry.get("video") != video_id:
+            raise RuntimeError(f"{self.root / INDEX_FILENAME} changed since it was loaded "
+                               f"(expected {video_id!r} at byte {self._line_offset[row]}); reopen the ClipStore")
+        return entry
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _fd(self, filename: str) -> int:
+        if os.getpid() != self._handles_pid:
+            # Forked child: drop the parent's descriptors (closing our copies is harmless).
+            for fd in self._handles.values():
+                os.close(fd)
+            self._handles, self._handles_pid = {}, os.getpid()
+        fd = self._handles.get(filename)
+        if fd is None:
+            fd = self._handles[filename] = os.open(self.root / filename, os.O_RDONLY)
+        return fd
+
+    def read_frames(self, video_id: str, indices: Sequence[int] | None = None) -> list[bytes]:
+        """JPEG bytes of the requested frames (all by default), in the requested order.
+
+        One ``pread`` covers the contiguous range from the first to the last requested frame.
+        """
+        row = self._row(video_id)
+        lengths = self._frame_lengths[self._lengths_start[row]:self._lengths_start[row + 1]].astype(np.int64)
+        count = len(lengths)
+        wanted = list(range(count)) if indices is None else [int(i) for i in indices]
+        for index in wanted:
+            if not 0 <= index < count:
+                raise IndexError(f"frame index {index} out of range for video {video_id!r} with {count} frames")
+        if not wanted:
+            return []
+        starts = np.concatenate(([0], np.cumsum(lengths)))
+        first, last = min(wanted), max(wanted)
+        begin = int(self._offset[row] + starts[first])
+        size = int(starts[last + 1] - starts[first])
+        data = os.pread(self._fd(self._shard_names[self._shard[row]]), size, begin)
+        if len(data) != size:
+            raise OSError(f"short read of video {video_id!r} from {self._shard_names[self._shard[row]]}: "
+                          f"{len(data)} of {size} bytes; run ClipStore.verify()")
+        base = int(starts[first])
+        return [data[starts[i] - base:starts[i + 1] - base] for i in wanted]
+
+    # ---- shard-sequential access (streaming) --------------------------------------------------
+    def shards(self) -> list[str]:
+        return list(self._shard_names)
+
+    def ids_in_shard(self, shard: str) -> list[str]:
+        """Ids stored in one shard, in file order, so a streaming reader reads it front to back."""
+        number = self._shard_names.index(shard)
+        rows = np.flatnonzero(self._shard == number)
+        rows = rows[np.argsort(self._offset[rows], kind="stable")]
+        return [self._ids[int(row)].decode("utf-8") for row in rows]
+
+    # ---- integrity ----------------------------------------------------------------------------
+    def verify(self, video_id: str | None = None) -> list[str]:
+        """Check shard bounds, crc32 and JPEG markers; return one message per problem (empty = fine)."""
+        if video_id is not None:
+            video_ids = [video_id]
+        else:
+            video_ids = [v for shard in self._shard_names for v in self.ids_in_shard(shard)]
+        problems: list[str] = []
+        for video in video_ids:
+            row = self._row(video)
+            shard = self._shard_names[self._shard[row]]
+            shard_path = self.root / shard
+            lengths = self._frame_lengths[self._lengths_start[row]:self._lengths_start[row + 1]]
+            end = int(self._offset[row]) + int(lengths.sum(dtype=np.int64))
+            if not shard_path.is_file():
+                problems.append(f"{video}: shard {shard} is missing")
+                continue
+            if end > shard_path.stat().st_size:
+                problems.append(f"{video}: bytes {self._offset[row]}..{end} lie beyond the end of {shard}")
+                continue
+            frames = self.read_frames(video)
+            if zlib.crc32(b"".join(frames)) != int(self._crc32[row]):
+                problems.append(f"{video}: crc32 mismatch in {shard} at offset {self._offset[row]}")
+            bad = [i for i, jpeg in enumerate(frames) if not (jpeg.startswith(JPEG_START) and jpeg.endswith(JPEG_END))]
+            if bad:
+                problems.append(f"{video}: frames {bad} lack JPEG start/end markers")
+        return problems
+
+    # ---- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        if os.getpid() == self._handles_pid:
+            for fd in self._handles.values():
+                os.close(fd)
+        self._handles, self._handles_pid = {}, os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}  # descriptors are per process; reopened lazily
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._handles_pid = os.getpid()
+
+    def __enter__(self) -> ClipStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: os may already be gone
+            pass
+
+    def __repr__(self) -> str:
+        return f"ClipStore({str(self.root)!r}, videos={len(self)}, shards={len(self._shard_names)})"

@@ -1,0 +1,68 @@
+"""Distributed inference helpers: run a function over a sharded loader and gather results by sample index.
+
+Accelerate pads the last batches with repeated samples so every rank runs the same number of forwards (ZeRO-3
+needs that); results are therefore de-duplicated by index and their count checked against the data set, so a
+padded duplicate can never change a metric (GUIDE §5.8).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+
+@torch.no_grad()
+def gather_by_index(
+    accelerator: Accelerator,
+    loader: Any,
+    compute: Callable[[dict[str, Any]], dict[str, torch.Tensor]],
+    expected: int,
+    what: str,
+) -> dict[str, torch.Tensor]:
+    """Return compute()'s outputs for samples 0..expected-1, in index order, from every rank."""
+    pieces: dict[str, list[torch.Tensor]] = defaultdict(list)
+    errors: list[str] = []
+    for batch in loader:
+        errors.extend(batch.get("errors", []))
+        outputs = compute(batch) if batch["index"].numel() else {}
+        outputs = {name: value.detach() for name, value in outputs.items()}
+        outputs["index"] = batch["index"]
+        for name, value in outputs.items():
+            padded = accelerator.pad_across_processes(value, dim=0, pad_index=-1 if name == "index" else 0)
+            pieces[name].append(accelerator.gather(padded).cpu())
+    errors = [error for rank_errors in gather_object([errors]) for error in rank_errors]
+    if "index" not in pieces:
+        raise RuntimeError(f"{what}: the evaluation loader produced no batches")
+    index = torch.cat(pieces.pop("index"))
+    first_seen: dict[int, int] = {}
+    for position, sample in enumerate(index.tolist()):
+        if sample >= 0 and sample not in first_seen:
+            first_seen[sample] = position
+    order = torch.tensor([first_seen[sample] for sample in sorted(first_seen)], dtype=torch.long)
+    if len(first_seen) != expected or (expected and max(first_seen) != expected - 1):
+        detail = "; ".join(sorted(set(errors))[:10]) or "no loader errors reported"
+        raise RuntimeError(
+            f"{what}: got results for {len(first_seen)} of {expected} samples ({detail}). "
+            "Evaluation refuses to report metrics over a partial set."
+        )
+    return {name: torch.cat(parts)[order] for name, parts in pieces.items() if parts and parts[0].dim() > 0}
+
+
+@torch.no_grad()
+def run_sharded(
+    accelerator: Accelerator, items: list[Any], batch_size: int, compute: Callable[[list[Any]], torch.Tensor]
+) -> torch.Tensor:
+    """Split `items` evenly across ranks (padding with repeats so ZeRO-3 ranks run equal forwards), apply
+    `compute` in batches, and return the results for all items in order."""
+    total = len(items)
+    if total == 0:
+        return torch.empty(0)
+    per_rank = -(-total // accelerator.num_processes)
+    padded = items + [items[-1]] * (per_rank * accelerator.num_processes - total)
+    mine = padded[accelerator.process_index * per_rank : (accelerator.process_index + 1) * per_rank]
+    results = [compute(mine[start : start + batch_size]) for start in range(0, len(mine), batch_size)]
+    local = torch.cat(results)
+    return accelerator.gather(local).cpu()[:total]

@@ -1,0 +1,265 @@
+"""One Trainer for every task: Accelerate loop with accumulation, checkpoint/resume, logging and evaluation.
+
+The step is split in two: `forward_backward` (the task's loss, then backward) and `train_step` (accumulation
+boundary, clipping, non-finite check, optimizer/scheduler, logging). Resuming restores model, optimizer,
+scheduler, RNG and the Trainer's counters, then skips the batches of the interrupted epoch already consumed,
+so a resumed run sees the same batches in the same order as an uninterrupted one (GUIDE §5.5).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from violet.config import RunConfig, save_config
+from violet.engine.checkpoint import (
+    CONFIG, TOKENIZER_DIR, checkpoint_dirs, load_weights, mark_complete, prune_checkpoints,
+)
+from violet.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerState:
+    """Counters saved with every checkpoint; `batches_in_epoch` counts micro-batches, not optimizer steps."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    samples_seen: int = 0
+    bad_samples: int = 0
+    seed: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, int(value))
+
+
+def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases, norms, embeddings and the names the model lists."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or name in skip else decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": config.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, accelerator: Accelerator, task: Task) -> None:
+        self.config = config
+        self.accelerator = accelerator
+        self.task = task
+        self.output_dir = Path(config.output_dir)
+        self.state = TrainerState(seed=config.train.seed)
+        train = config.train
+
+        self.train_loader = task.train_loader()
+        batches_per_epoch = len(self.train_loader) // accelerator.num_processes
+        if batches_per_epoch == 0:
+            raise ValueError(
+                f"the train split has {len(self.train_loader.dataset)} rows, fewer than one batch of "
+                f"{train.batch_size} x {accelerator.num_processes} processes; lower --batch-size"
+            )
+        steps_per_epoch = max(1, batches_per_epoch // train.grad_accum)
+        self.total_steps = train.max_steps or steps_per_epoch * train.epochs
+        self.model = task.build_model()
+        if config.init:
+            load_weights(self.model, Path(config.init))
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, int(train.warmup_ratio * self.total_steps), self.total_steps
+        )
+        self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
+            self.model, self.optimizer, self.train_loader, self.scheduler
+        )
+        accelerator.register_for_checkpointing(self.state)
+        self.generator = torch.Generator(device=accelerator.device)
+        self.generator.manual_seed(train.seed + accelerator.process_index)
+        global_batch = train.batch_size * train.grad_accum * accelerator.num_processes
+        accelerator.print(
+            f"task={task.name} train rows={len(task.train_rows())} steps={self.total_steps} "
+            f"({steps_per_epoch}/epoch) global batch={global_batch} "
+            f"(= {train.batch_size} per device x {train.grad_accum} accumulation x {accelerator.num_processes} "
+            f"processes) lr={train.lr} precision={accelerator.mixed_precision}"
+        )
+
+    # ----- checkpoints -----
+    def save_checkpoint(self) -> None:
+        path = self.output_dir / "checkpoints" / f"step_{self.state.step}"
+        self.accelerator.save_state(str(path))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            mark_complete(path, self.state.step)
+            prune_checkpoints(self.output_dir, self.config.train.keep_checkpoints)
+
+    def maybe_resume(self) -> None:
+        if not self.config.resume:
+            return
+        found = checkpoint_dirs(self.output_dir)
+        if not found:
+            self.accelerator.print(f"--resume: no finished checkpoint in {self.output_dir}/checkpoints, starting at step 0")
+            return
+        self.accelerator.load_state(str(found[-1]))
+        self.accelerator.print(
+            f"resumed from {found[-1]} at step {self.state.step}, epoch {self.state.epoch}, "
+            f"batch {self.state.batches_in_epoch}"
+        )
+
+    def save_final(self) -> None:
+        """Weights (one safetensors file), resolved config, tokenizer and task files: what evaluate.py loads."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        accelerator.save_model(self.model, str(self.output_dir), safe_serialization=True)
+        if accelerator.is_main_process:
+            save_config(self.config, self.output_dir / CONFIG)
+            self.task.tokenizer.save_pretrained(str(self.output_dir / TOKENIZER_DIR))
+            self.task.save_artifacts(self.output_dir)
+
+    # ----- the step -----
+    def forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        with self.accelerator.autocast():
+            loss, logs = self.task.training_step(self.model, batch, self.generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at step {self.state.step} ({ {k: float(v) for k, v in logs.items()} }); "
+                "lower train.lr or check the data; the last checkpoint is intact"
+            )
+        self.accelerator.backward(loss)  # Accelerate/DeepSpeed scale by accumulation steps themselves
+        return loss, logs
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """One micro-batch; returns logs when it completed an optimizer step."""
+        with self.accelerator.accumulate(self.model):
+            loss, logs = self.forward_backward(batch)
+            grad_norm = None
+            if self.accelerator.sync_gradients:
+                if self.state.step == 0:
+                    self.report_parameters_without_grad()
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if not self.accelerator.sync_gradients:
+            return None
+        out = {f"train/{name}": float(value) for name, value in logs.items()}
+        out["train/loss"] = float(loss)
+        out["train/lr"] = self.scheduler.get_last_lr()[0]
+        if grad_norm is not None:
+            out["train/grad_norm"] = float(grad_norm)
+        return out
+
+    def report_parameters_without_grad(self) -> None:
+        """Heads that got no gradient are a silent bug (GUIDE §5.11): name them after the first backward."""
+        if self.accelerator.distributed_type.name == "DEEPSPEED":
+            return  # gradients live in DeepSpeed's partitioned buffers, not in .grad
+        unused = [name for name, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
+        if unused:
+            logger.warning("parameters with no gradient after the first step: %s", ", ".join(unused[:20]))
+
+    # ----- the loop -----
+    def train(self) -> dict[str, Any]:
+        accelerator, config = self.accelerator, self.config
+        self.maybe_resume()
+        accelerator.init_trackers("tensorboard", config={"task": config.task, "model": config.model.preset})
+        progress = tqdm(total=self.total_steps, initial=self.state.step, disable=not accelerator.is_main_process,
+                        desc=f"{config.task}", dynamic_ncols=True)
+        window_start, data_wait, clips = time.perf_counter(), 0.0, 0
+        while self.state.step < self.total_steps:
+            self.train_loader.set_epoch(self.state.epoch)
+            loader = self.train_loader
+            if self.state.batches_in_epoch:
+                loader = accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
+            fetch_start = time.perf_counter()
+            for batch in loader:
+                data_wait += time.perf_counter() - fetch_start
+                self.state.batches_in_epoch += 1
+                self.count_bad_samples(batch)
+                if "frames" not in batch:
+                    fetch_start = time.perf_counter()
+                    continue
+                clips += batch["frames"].shape[0] * accelerator.num_processes
+                self.state.samples_seen += batch["frames"].shape[0] * accelerator.num_processes
+                logs = self.train_step(batch)
+                if logs is not None:
+                    self.state.step += 1
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{logs['train/loss']:.3f}")
+                    if self.state.step % config.train.log_every == 0 or self.state.step == self.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        logs.update(self.throughput_logs(clips, elapsed, data_wait))
+                        accelerator.log(logs, step=self.state.step)
+                        window_start, data_wait, clips = time.perf_counter(), 0.0, 0
+                    if config.train.save_every and self.state.step % config.train.save_every == 0:
+                        self.save_checkpoint()
+                    if config.train.eval_every and self.state.step % config.train.eval_every == 0:
+                        self.evaluate_and_log("val")
+                    if self.state.step >= self.total_steps:
+                        break
+                fetch_start = time.perf_counter()
+            else:
+                self.state.epoch += 1
+                self.state.batches_in_epoch = 0
+        progress.close()
+        self.save_checkpoint()
+        self.save_final()
+        metrics = self.evaluate_and_log("val")
+        accelerator.end_training()
+        return metrics
+
+    def count_bad_samples(self, batch: dict[str, Any]) -> None:
+        errors = batch.get("errors", [])
+        if not errors:
+            return
+        self.state.bad_samples += len(errors)
+        for error in errors:
+            logger.warning("skipped unreadable clip: %s", error)
+        limit = self.config.data.max_bad_samples
+        if self.state.bad_samples > limit:
+            raise RuntimeError(
+                f"{self.state.bad_samples} unreadable clips (limit data.max_bad_samples={limit}); "
+                "re-run `python -m prepare DATA` and check clip_store/failed.jsonl"
+            )
+
+    def throughput_logs(self, clips: int, elapsed: float, data_wait: float) -> dict[str, float]:
+        logs = {"perf/clips_per_s": clips / max(elapsed, 1e-9), "perf/data_wait_fraction": data_wait / max(elapsed, 1e-9)}
+        if logs["perf/data_wait_fraction"] > 0.5 and self.state.step > self.config.train.log_every:
+            logger.warning("data loading takes %.0f%% of step time: raise data.num_workers", 100 * logs["perf/data_wait_fraction"])
+        if torch.cuda.is_available():
+            logs["perf/gpu_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        logs["perf/host_max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return logs
+
+    def evaluate_and_log(self, split: str) -> dict[str, Any]:
+        if not self.task.has_split(split):
+            self.accelerator.print(f"no {split} split for {self.task.annotation_kind}: skipping evaluation in training")
+            return {}
+        self.model.eval()
+        with self.accelerator.autocast():
+            metrics = self.task.evaluate(self.model, self.accelerator, split)
+        self.model.train()
+        self.accelerator.log({f"{split}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                             step=self.state.step)
+        if self.accelerator.is_main_process:
+            (self.output_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
+            self.accelerator.print(f"{split}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                                            for k, v in metrics.items()))
+        return metrics

@@ -1,0 +1,46 @@
+"""Video-text matching: positives plus hard negatives sampled from contrastive similarities (ALBEF-style)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_hard_negatives(
+    similarity: torch.Tensor, same_video: torch.Tensor, hard: bool, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each text pick a negative video and for each video a negative text.
+
+    similarity: (B, B) text x video; same_video: bool (B, B) True where the pair is a positive (same clip).
+    Hard negatives are drawn with probability softmax(similarity) over non-positives; otherwise uniformly.
+    Rows with no valid negative (a batch of one clip) fall back to a uniform draw over the batch.
+    """
+    weights = torch.softmax(similarity.float(), dim=1) if hard else torch.ones_like(similarity, dtype=torch.float)
+    weights = weights.masked_fill(same_video, 0.0) + 1e-12  # epsilon keeps multinomial valid for degenerate rows
+    video_for_text = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    weights_t = torch.softmax(similarity.float().T, dim=1) if hard else torch.ones_like(similarity.T, dtype=torch.float)
+    weights_t = weights_t.masked_fill(same_video.T, 0.0) + 1e-12
+    text_for_video = torch.multinomial(weights_t, 1, generator=generator).squeeze(1)
+    return video_for_text, text_for_video
+
+
+def vtm_loss(
+    fuse: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    text_tokens: torch.Tensor,
+    text_mask: torch.Tensor,
+    video_tokens: torch.Tensor,
+    video_for_text: torch.Tensor,
+    text_for_video: torch.Tensor,
+    weight: float,
+) -> dict:
+    """One fused pass over B positives and 2B negatives; `fuse` returns (N, 2) match logits."""
+    batch = text_tokens.shape[0]
+    all_text = torch.cat([text_tokens, text_tokens, text_tokens[text_for_video]])
+    all_mask = torch.cat([text_mask, text_mask, text_mask[text_for_video]])
+    all_video = torch.cat([video_tokens, video_tokens[video_for_text], video_tokens])
+    logits = fuse(all_text, all_mask, all_video)
+    labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
+    loss = F.cross_entropy(logits.float(), labels)
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean()
+    return {"vtm": weight * loss, "vtm_acc": accuracy.detach()}

@@ -1,0 +1,103 @@
+"""The Task interface: what differs between pretraining, retrieval and QA, and nothing else.
+
+A task owns its annotation kind, the heads it needs, its datasets and collate, one training step returning
+(loss, logs) and an evaluation returning a metrics dict. The Trainer owns everything shared.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
+
+from violet.config import RunConfig
+from violet.data.datasets import ClipDataset, make_collate
+from violet.models import VideoLanguageModel
+
+
+class Task:
+    name: str = ""
+    annotation_kind: str = ""  # captions | qa_mc | qa_oe: which prepared DatasetDict the task reads
+    heads: tuple[str, ...] = ()
+    # Task-specific defaults, applied over the dataclass defaults and under preset/YAML/CLI (see config.py).
+    defaults: dict[str, Any] = {}
+    supports_zero_shot: bool = False
+
+    def __init__(self, config: RunConfig, tokenizer: Any) -> None:
+        from prepare.annotations import load_prepared  # prepare/ owns the on-disk layout
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.data_dir = Path(config.data.data_dir)
+        self.splits = load_prepared(self.data_dir, self.annotation_kind)
+        self.store_dir = self.data_dir / "clip_store"
+        special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+        self.special_ids = torch.tensor(special, dtype=torch.long)
+
+    # ----- data -----
+    def has_split(self, split: str) -> bool:
+        return split in self.splits and len(self.splits[split]) > 0
+
+    def require_split(self, split: str) -> Any:
+        if not self.has_split(split):
+            available = ", ".join(f"{name} ({len(rows)})" for name, rows in self.splits.items()) or "none"
+            raise FileNotFoundError(
+                f"task {self.name!r} needs the {split!r} split of {self.annotation_kind} in {self.data_dir}, "
+                f"which has: {available}"
+            )
+        return self.splits[split]
+
+    def clip_dataset(self, rows: Any, train: bool, num_frames: int | None = None) -> ClipDataset:
+        data = self.config.data
+        return ClipDataset(
+            rows, self.store_dir, num_frames or data.num_frames, self.config.model.image_size, train,
+            crop_scale_min=data.crop_scale_min if data.train_augment else 1.0,
+        )
+
+    def train_dataset(self) -> Dataset:
+        return self.clip_dataset(self.train_rows(), train=self.config.data.train_augment)
+
+    def train_rows(self) -> Any:
+        return self.require_split("train")
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable) -> DataLoader:
+        workers = self.config.data.num_workers
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=workers,
+            pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, drop_last=shuffle,
+        )
+
+    def train_loader(self) -> DataLoader:
+        return self.loader(self.train_dataset(), self.config.train.batch_size, True, make_collate(self.text_fields))
+
+    def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Tokenize/label a collated batch (runs in DataLoader workers)."""
+        raise NotImplementedError
+
+    def eval_num_frames(self) -> int:
+        return self.config.eval.num_frames or self.config.data.num_frames
+
+    # ----- model -----
+    def num_answers(self) -> int:
+        return 0
+
+    def build_model(self) -> VideoLanguageModel:
+        return VideoLanguageModel(self.config.model, len(self.tokenizer), self.heads, self.num_answers())
+
+    def save_artifacts(self, out_dir: Path) -> None:
+        """Files evaluation needs besides weights (e.g. the answer vocabulary)."""
+
+    # ----- steps -----
+    def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def video_keys(videos: list[str], device: torch.device) -> torch.Tensor:
+    """Stable integer ids of video paths (same on every rank), to mark captions of the same clip as positives."""
+    return torch.tensor([zlib.crc32(video.encode()) for video in videos], dtype=torch.long, device=device)

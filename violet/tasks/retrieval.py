@@ -1,0 +1,149 @@
+"""Text-video retrieval: fine-tune with VTC + hard-negative VTM; evaluate dual-encoder ranking re-ranked by VTM."""
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import torch
+from accelerate import Accelerator
+
+from violet.data.datasets import make_collate, unique_videos
+from violet.data.text import tokenize
+from violet.engine.evaluation import gather_by_index, run_sharded
+from violet.metrics import ranks_of_targets, recall_metrics
+from violet.objectives import sample_hard_negatives, vtc_loss, vtm_loss
+from violet.tasks.base import Task, video_keys
+from violet.tasks.registry import register
+
+
+def match_score(vtm_logits: torch.Tensor) -> torch.Tensor:
+    """Log-odds of "match" from the 2-way VTM head, the score used for re-ranking and option scoring."""
+    logits = vtm_logits.float()
+    return logits[:, 1] - logits[:, 0]
+
+
+@register("retrieval")
+class RetrievalTask(Task):
+    annotation_kind = "captions"
+    heads = ("vtc", "vtm")
+    supports_zero_shot = True
+    defaults = {"train": {"epochs": 40, "lr": 5e-4}}
+
+    def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
+        tokens = tokenize(self.tokenizer, batch["caption"], self.config.model.max_text_len)
+        return {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"]}
+
+    def contrastive_and_matching(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple:
+        """VTC over the global batch and VTM on positives + hard negatives; returns (terms, video, text)."""
+        objective = self.config.objective
+        video = model("video", frames=batch["frames"])
+        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])
+        keys = video_keys(batch["video"], batch["frames"].device)
+        terms = vtc_loss(text["embed"], video["embed"], text["logit_scale"], objective.vtc_weight, keys)
+        with torch.no_grad():
+            similarity = text["embed"] @ video["embed"].T
+            same_video = keys[:, None] == keys[None, :]
+            video_for_text, text_for_video = sample_hard_negatives(
+                similarity, same_video, objective.vtm_hard_negatives, generator
+            )
+        terms.update(
+            vtm_loss(
+                lambda t, m, v: model("fusion", text_tokens=t, text_mask=m, video_tokens=v)["vtm_logits"],
+                text["tokens"], batch["text_mask"], video["tokens"], video_for_text, text_for_video,
+                objective.vtm_weight,
+            )
+        )
+        return terms, video, text
+
+    def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        terms, _, _ = self.contrastive_and_matching(model, batch, generator)
+        return terms["vtc"] + terms["vtm"], terms
+
+    # ----- evaluation -----
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+        rows = self.require_split(split)
+        videos, text_to_video = unique_videos(rows)
+        batch_size = self.config.train.eval_batch_size
+        max_len = self.config.model.max_text_len
+
+        video_loader = accelerator.prepare(
+            self.loader(self.clip_dataset(videos, train=False, num_frames=self.eval_num_frames()), batch_size,
+                        False, make_collate(lambda batch: {}))
+        )
+        video_out = gather_by_index(
+            accelerator, video_loader,
+            lambda batch: {k: v for k, v in model("video", frames=batch["frames"]).items() if k != "logit_scale"},
+            len(videos), f"{split} videos",
+        )
+
+        def encode_texts(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            tokens = tokenize(self.tokenizer, batch["caption"], max_len, fixed_length=True)
+            ids, mask = tokens["input_ids"].to(accelerator.device), tokens["attention_mask"].to(accelerator.device)
+            out = model("text", ids=ids, mask=mask)
+            return {"embed": out["embed"], "tokens": out["tokens"], "mask": mask}
+
+        text_loader = accelerator.prepare(
+            self.loader(_CaptionRows(rows), batch_size, False, _collate_captions)
+        )
+        text_out = gather_by_index(accelerator, text_loader, encode_texts, len(rows), f"{split} captions")
+
+        similarity = text_out["embed"].float() @ video_out["embed"].float().T  # (texts, videos)
+        t2v_scores, v2t_scores = similarity.clone(), similarity.T.clone()
+        rerank_k = self.config.eval.rerank_k
+        if rerank_k != 0:
+            k_videos = similarity.shape[1] if rerank_k < 0 else min(rerank_k, similarity.shape[1])
+            k_texts = similarity.shape[0] if rerank_k < 0 else min(rerank_k, similarity.shape[0])
+            t2v_top = similarity.topk(k_videos, dim=1).indices
+            v2t_top = similarity.T.topk(k_texts, dim=1).indices
+            pairs = sorted(
+                {(t, int(v)) for t in range(similarity.shape[0]) for v in t2v_top[t]}
+                | {(int(t), v) for v in range(similarity.shape[1]) for t in v2t_top[v]}
+            )
+
+            def score_pairs(chunk: list[tuple[int, int]]) -> torch.Tensor:
+                text_idx = torch.tensor([t for t, _ in chunk])
+                video_idx = torch.tensor([v for _, v in chunk])
+                out = model(
+                    "fusion",
+                    text_tokens=text_out["tokens"][text_idx].to(accelerator.device),
+                    text_mask=text_out["mask"][text_idx].to(accelerator.device),
+                    video_tokens=video_out["tokens"][video_idx].to(accelerator.device),
+                )
+                return match_score(out["vtm_logits"])
+
+            pair_scores = run_sharded(accelerator, pairs, batch_size, score_pairs)
+            matched = {pair: float(score) for pair, score in zip(pairs, pair_scores)}
+            # Re-ranked items go above the rest, ordered by their VTM score; the rest keep dual-encoder order.
+            offset = 1e4
+            for t in range(similarity.shape[0]):
+                for v in t2v_top[t].tolist():
+                    t2v_scores[t, v] = offset + matched[(t, v)]
+            for v in range(similarity.shape[1]):
+                for t in v2t_top[v].tolist():
+                    v2t_scores[v, t] = offset + matched[(t, v)]
+        captions_of_video: list[set[int]] = [set() for _ in range(len(videos))]
+        for text_index, video_index in enumerate(text_to_video.tolist()):
+            captions_of_video[video_index].add(text_index)
+        metrics = {
+            **recall_metrics(ranks_of_targets(t2v_scores, text_to_video), "t2v"),
+            **recall_metrics(ranks_of_targets(v2t_scores, captions_of_video), "v2t"),
+            "n": len(rows), "n_videos": len(videos), "rerank_k": rerank_k,
+        }
+        return metrics
+
+
+class _CaptionRows(torch.utils.data.Dataset):
+    """Captions only (no frames), for encoding the text side of a retrieval evaluation."""
+
+    def __init__(self, rows: datasets.Dataset) -> None:
+        self.captions = rows["caption"]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"index": index, "caption": self.captions[index]}
+
+
+def _collate_captions(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"index": torch.tensor([s["index"] for s in samples]), "caption": [s["caption"] for s in samples]}
