@@ -13,7 +13,7 @@ from pathlib import Path
 from violet.config import apply_overrides, parse_dotted
 from violet.data.text import load_tokenizer
 from violet.engine.checkpoint import TOKENIZER_DIR, load_run_config, load_weights
-from violet.runtime import build_accelerator, require_prepared, setup_logging
+from violet.runtime import build_accelerator, drop_unset, require_prepared, setup_logging
 from violet.tasks import TASKS, get_task
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     config.eval.split = args.split
     flags = {"eval": {"rerank_k": args.rerank_k, "num_frames": args.num_frames},
              "train": {"eval_batch_size": args.batch_size}}
-    apply_overrides(config, {section: {k: v for k, v in values.items() if v is not None} for section, values in flags.items()})
+    apply_overrides(config, drop_unset(flags))
     apply_overrides(config, parse_dotted(args.overrides))
 
     accelerator = build_accelerator(config, project_dir=None)

@@ -23,9 +23,14 @@ def build_config(
     config.model = preset(model)
     if config_file:
         apply_overrides(config, load_yaml(config_file))
-    apply_overrides(config, {section: values for section, values in flags.items() if values})
+    apply_overrides(config, drop_unset(flags))
     apply_overrides(config, parse_dotted(dotted))
     return config
+
+
+def drop_unset(flags: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Keep only the CLI flags the user gave (argparse leaves the others as None)."""
+    return {section: {k: v for k, v in values.items() if v is not None} for section, values in flags.items()}
 
 
 def mixed_precision(setting: str) -> str:
@@ -37,14 +42,17 @@ def mixed_precision(setting: str) -> str:
 
 def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str | None = "tensorboard") -> Accelerator:
     # Without CUDA the default NCCL backend makes each rank believe it is alone: choose gloo (GUIDE §1).
+    # (A single plain process must not get a backend handler: Accelerate would then expect a process group.)
+    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    handlers = [InitProcessGroupKwargs(backend=backend)] if launched_distributed else []
     accelerator = Accelerator(
         gradient_accumulation_steps=config.train.grad_accum,
         mixed_precision=mixed_precision(config.train.mixed_precision),
         log_with=log_with if project_dir else None,
         project_dir=project_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        kwargs_handlers=[InitProcessGroupKwargs(backend=backend)],
+        kwargs_handlers=handlers,
     )
     set_seed(config.train.seed, device_specific=False)
     return accelerator

@@ -27,6 +27,7 @@ from violet.engine.checkpoint import (
 from violet.tasks.base import Task
 
 logger = logging.getLogger(__name__)
+TRAIN_LOG = "train_log.jsonl"
 
 
 @dataclass
@@ -119,6 +120,12 @@ class Trainer:
             self.accelerator.print(f"--resume: no finished checkpoint in {self.output_dir}/checkpoints, starting at step 0")
             return
         self.accelerator.load_state(str(found[-1]))
+        if self.accelerator.is_main_process:  # drop log lines of steps after the checkpoint: they are redone
+            log_path = self.output_dir / TRAIN_LOG
+            if log_path.exists():
+                kept = [line for line in log_path.read_text().splitlines()
+                        if line.strip() and json.loads(line)["step"] <= self.state.step]
+                log_path.write_text("".join(line + "\n" for line in kept))
         self.accelerator.print(
             f"resumed from {found[-1]} at step {self.state.step}, epoch {self.state.epoch}, "
             f"batch {self.state.batches_in_epoch}"
@@ -160,8 +167,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         if not self.accelerator.sync_gradients:
             return None
-        out = {f"train/{name}": float(value) for name, value in logs.items()}
-        out["train/loss"] = float(loss)
+        out = {f"train/{name}": float(value.detach()) for name, value in logs.items()}
+        out["train/loss"] = float(loss.detach())
         out["train/lr"] = self.scheduler.get_last_lr()[0]
         if grad_norm is not None:
             out["train/grad_norm"] = float(grad_norm)
@@ -207,6 +214,7 @@ class Trainer:
                         elapsed = time.perf_counter() - window_start
                         logs.update(self.throughput_logs(clips, elapsed, data_wait))
                         accelerator.log(logs, step=self.state.step)
+                        self.append_train_log(logs)
                         window_start, data_wait, clips = time.perf_counter(), 0.0, 0
                     if config.train.save_every and self.state.step % config.train.save_every == 0:
                         self.save_checkpoint()
@@ -224,6 +232,12 @@ class Trainer:
         metrics = self.evaluate_and_log("val")
         accelerator.end_training()
         return metrics
+
+    def append_train_log(self, logs: dict[str, float]) -> None:
+        """OUT/train_log.jsonl: the same numbers as TensorBoard, readable without it (reference logs)."""
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / TRAIN_LOG, "a") as handle:
+                handle.write(json.dumps({"step": self.state.step, **logs}) + "\n")
 
     def count_bad_samples(self, batch: dict[str, Any]) -> None:
         errors = batch.get("errors", [])

@@ -28,7 +28,7 @@ KNOWN_HEADS = ("vtc", "vtm", "mlm", "mvm", "qa_oe")
 class VideoEncoder(nn.Module):
     """Space-time patches (tubelet x patch x patch) -> factorised position embeddings -> transformer."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, with_mask_token: bool) -> None:
         super().__init__()
         self.config = config
         width, patch, tubelet = config.width, config.patch_size, config.tubelet
@@ -36,13 +36,15 @@ class VideoEncoder(nn.Module):
         grid = config.image_size // patch
         self.spatial_pos = nn.Parameter(torch.zeros(1, 1, grid * grid, width))
         self.temporal_pos = nn.Parameter(torch.zeros(1, config.max_frames // tubelet, 1, width))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, width))
+        # Only MVM replaces patches, so only models with an MVM head carry a (trained) mask token.
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, width)) if with_mask_token else None
         self.encoder = TransformerStack(config.video_depth, width, config.heads, config.mlp_ratio, config.dropout)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255, persistent=False)
         nn.init.trunc_normal_(self.spatial_pos, std=0.02)
         nn.init.trunc_normal_(self.temporal_pos, std=0.02)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.mask_token is not None:
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, frames: torch.Tensor, mvm_mask: torch.Tensor | None = None) -> torch.Tensor:
         """frames: uint8 (B, T, 3, H, W); mvm_mask: bool (B, T/tubelet * grid^2), True = replace by mask token."""
@@ -59,6 +61,8 @@ class VideoEncoder(nn.Module):
         video = (video - self.mean.to(dtype)) / self.std.to(dtype)
         tokens = self.patch_embed(video).flatten(3).permute(0, 2, 3, 1)  # (B, T', N, D)
         if mvm_mask is not None:
+            if self.mask_token is None:
+                raise ValueError("video masking needs a model built with the 'mvm' head")
             mask = mvm_mask.view(batch, tokens.shape[1], tokens.shape[2], 1).to(dtype)
             tokens = tokens * (1 - mask) + self.mask_token.to(dtype) * mask
         tokens = tokens + self.spatial_pos + self.temporal_pos[:, : tokens.shape[1]]
@@ -120,7 +124,8 @@ class VideoLanguageModel(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int, heads: Iterable[str], num_answers: int = 0) -> None:
         super().__init__()
         self.config = config
-        self.video = VideoEncoder(config)
+        heads = tuple(heads)
+        self.video = VideoEncoder(config, with_mask_token="mvm" in heads)
         self.text = TextEncoder(config, vocab_size)
         self.modality = nn.Embedding(2, config.width)  # 0 = text, 1 = video, added before fusion
         self.fusion = TransformerStack(config.fusion_depth, config.width, config.heads, config.mlp_ratio, config.dropout)

@@ -1,0 +1,519 @@
+"""Extract N uniformly spaced frames per video into a clip store.
+
+    python -m prepare.extract DATA [--frames 16] [--short-side 256] [--quality 90]
+                                   [--workers N] [--timeout 900] [--strict] [--store DIR]
+
+Decoding runs in a "spawn" process pool: decord must never be opened in the parent
+(it deadlocks in forked children), and a decoder that segfaults or hangs on a hostile
+file only takes its worker down. The parent is the single ClipStoreWriter, so a run
+can be interrupted at any point and resumed; finished videos are skipped.
+
+Every video either lands in the store with frames that really are distinct positions
+of the video, or is listed in STORE/failed.jsonl with a one-line reason. Frames are
+never repeated to pad a short video, and decord's silent fault tolerance (returning
+a neighbouring frame for an unreadable one) is caught and answered by decoding with PyAV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prepare.layout import PathLike, default_store_dir, videos_dir
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".gif", ".mkv", ".mov", ".m4v"})
+# A file whose decodable frames fall short of what its stream declares by more than this
+# is a truncated download or badly corrupt; its frames would not span the captioned video.
+MIN_DECODABLE_FRACTION = 0.9
+DEFAULT_TIMEOUT_S = 900
+SUMMARY_FAILURES_SHOWN = 20
+CRASH_REASON = "decoder process crashed"
+DECODER_LOG_FILENAME = "decoder_stderr.log"
+
+DecodeFn = Callable[[str, int, int, int], tuple[list[bytes], dict[str, Any]]]
+
+
+class VideoDecodeError(Exception):
+    """A video cannot be extracted; the message is the one-line reason reported to the user."""
+
+
+class ExtractionError(RuntimeError):
+    """The run as a whole failed (--strict with failures, or no video could be stored)."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+# ---- helpers shared by the parent and the workers ---------------------------------------------
+def uniform_frame_indices(available: int, wanted: int) -> list[int]:
+    """The middle frame of each of `wanted` equal segments of [0, available); all frames if fewer."""
+    if available <= wanted:
+        return list(range(available))
+    return [int((segment + 0.5) * available / wanted) for segment in range(wanted)]
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Size with the shorter side equal to `short_side`, aspect kept; never upscales."""
+    shorter = min(width, height)
+    if shorter <= short_side:
+        return width, height
+    scale = short_side / shorter
+    if width <= height:
+        return short_side, max(1, round(height * scale))
+    return max(1, round(width * scale)), short_side
+
+
+def find_videos(root: Path) -> list[tuple[str, Path]]:
+    """(id, path) of every video file under `root`, sorted by id; ids use forward slashes."""
+    found: list[tuple[str, Path]] = []
+    visited_dirs: set[tuple[int, int]] = set()
+    for directory, subdirs, filenames in os.walk(root, followlinks=True):
+        status = os.stat(directory)
+        if (status.st_dev, status.st_ino) in visited_dirs:  # a symlink loop
+            subdirs[:] = []
+            continue
+        visited_dirs.add((status.st_dev, status.st_ino))
+        for filename in filenames:
+            if os.path.splitext(filename)[1].lower() in VIDEO_EXTENSIONS:
+                path = Path(directory) / filename
+                found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    """One line of an exception message, without decord's "[hh:mm:ss] /src/file.cc:123:" prefixes."""
+    text = str(error).strip() or type(error).__name__
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: |\[Errno -?\d+\] ", "", text.splitlines()[0])
+    if not isinstance(error, VideoDecodeError):
+        text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- worker side: decode, resize and JPEG-encode one video -------------------------------------
+@dataclass
+class _DecodedClip:
+    images: list[Any]  # PIL images, already resized
+    frame_times: list[float]
+    src_frames: int
+    src_fps: float
+    duration: float
+    src_width: int
+    src_height: int
+    decoder: str
+    decode_errors: int = 0
+
+
+def _resize(image: Any, short_side: int) -> Any:
+    from PIL import Image
+
+    size = output_size(image.width, image.height, short_side)
+    image = image.convert("RGB")
+    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def _decode_with_decord(path: str, frames: int, short_side: int) -> _DecodedClip:
+    import decord
+    import numpy as np
+    from PIL import Image
+
+    decord.logging.set_level(decord.logging.QUIET)  # its failures reach us as exceptions
+    # fault_tol: raise instead of silently returning a neighbouring frame for an unreadable one.
+    # One thread: parallelism comes from the process pool.
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1, fault_tol=1e-9)
+    count = len(reader)
+    if count <= 0:
+        raise VideoDecodeError("decord reports 0 frames")
+    indices = uniform_frame_indices(count, frames)
+    batch = reader.get_batch(indices).asnumpy()
+    if batch.ndim != 4 or batch.shape[0] != len(indices) or batch.shape[3] != 3 or 0 in batch.shape:
+        raise VideoDecodeError(f"decord returned an unusable batch of shape {batch.shape} for {len(indices)} frames")
+    repeats = [indices[i] for i in range(1, len(indices)) if np.array_equal(batch[i], batch[i - 1])]
+    if repeats:
+        # Either a static video or decord repeating a frame it could not decode; PyAV tells them apart.
+        raise VideoDecodeError(f"decord returned identical frames at positions {repeats[:5]}")
+    times = reader.get_frame_timestamp(indices)
+    end_of_last = float(reader.get_frame_timestamp([count - 1])[0][1])
+    return _DecodedClip(
+        images=[_resize(Image.fromarray(frame), short_side) for frame in batch],
+        frame_times=[round(float(start), 6) for start in times[:, 0]],
+        src_frames=count, src_fps=float(reader.get_avg_fps()), duration=end_of_last,
+        src_width=int(batch.shape[2]), src_height=int(batch.shape[1]), decoder="decord")
+
+
+@dataclass
+class _PyAVPass:
+    kept: dict[int, tuple[Any, float | None]]  # position -> (resized image, time in s)
+    decodable: int
+    errors: int
+    last_error: str
+    width: int
+    height: int
+    last_time: float | None  # start of the last decodable frame, in seconds
+
+
+def _pyav_pass(path: str, wanted: set[int], short_side: int) -> _PyAVPass:
+    """Decode every frame sequentially, keeping the resized images at `wanted` positions.
+
+    Corrupt packets are skipped (the decoder resynchronises at the next keyframe) and a
+    demuxer error ends the pass early; positions count frames that actually decoded.
+    """
+    import av
+
+    result = _PyAVPass({}, 0, 0, "", 0, 0, None)
+
+    def take(decoded: Sequence[Any]) -> None:
+        for frame in decoded:
+            if result.decodable == 0:
+                result.width, result.height = frame.width, frame.height
+            if result.decodable in wanted:
+                result.kept[result.decodable] = (_resize(frame.to_image(), short_side), frame.time)
+            result.decodable += 1
+            result.last_time = frame.time
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):  # ends with an empty packet that flushes the decoder
+                try:
+                    take(packet.decode())
+                except av.error.FFmpegError as error:
+                    result.errors += 1
+                    result.last_error = _short(error)
+        except av.error.FFmpegError as error:
+            result.errors += 1
+            result.last_error = _short(error)
+            with contextlib.suppress(av.error.FFmpegError):  # the stream is already known to be broken
+                take(stream.codec_context.decode(None))
+    return result
+
+
+def _decode_with_pyav(path: str, frames: int, short_side: int) -> _DecodedClip:
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            kinds = sorted({stream.type for stream in container.streams}) or ["none"]
+            raise VideoDecodeError(f"no video stream (streams: {', '.join(kinds)})")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        declared = int(stream.frames or 0)
+        if not declared and stream.duration and stream.time_base and fps:
+            declared = round(float(stream.duration * stream.time_base) * fps)
+        # Container duration includes audio, so it is only a guess to sample with, never a check.
+        guess = declared or (round(container.duration / av.time_base * fps) if container.duration and fps else 0)
+
+    if guess <= 0:
+        guess = _pyav_pass(path, set(), short_side).decodable  # count by decoding
+    decoded = _pyav_pass(path, set(uniform_frame_indices(guess, frames)), short_side)
+    if decoded.decodable == 0:
+        detail = f": {decoded.last_error}" if decoded.last_error else ""
+        raise VideoDecodeError(f"no decodable frames{detail}")
+    if declared and decoded.decodable < MIN_DECODABLE_FRACTION * declared:
+        raise VideoDecodeError(f"truncated or corrupt: only {decoded.decodable} of {declared} declared frames "
+                               f"decode ({decoded.errors} errors, last: {decoded.last_error or 'early end'})")
+    if decoded.decodable != guess:
+        # The sampled positions assumed the wrong length: sample again over what really decodes.
+        guess = decoded.decodable
+        decoded = _pyav_pass(path, set(uniform_frame_indices(guess, frames)), short_side)
+        if decoded.decodable != guess:
+            raise VideoDecodeError(f"decoding is not repeatable ({guess} then {decoded.decodable} frames)")
+    positions = uniform_frame_indices(guess, frames)
+
+    def seconds(time_s: float | None, position: int) -> float:  # frames without a timestamp: assume constant rate
+        return round(float(time_s), 6) if time_s is not None else round(position / fps, 6) if fps else 0.0
+
+    frame_times = [seconds(decoded.kept[p][1], p) for p in positions]
+    end_of_last = seconds(decoded.last_time, guess - 1) + (1 / fps if fps else 0.0)
+    return _DecodedClip(
+        images=[decoded.kept[p][0] for p in positions], frame_times=frame_times, src_frames=guess,
+        src_fps=fps, duration=round(end_of_last, 6),
+        src_width=decoded.width, src_height=decoded.height, decoder="pyav", decode_errors=decoded.errors)
+
+
+def extract_video(path: str, frames: int, short_side: int, quality: int) -> tuple[list[bytes], dict[str, Any]]:
+    """Decode, resize and JPEG-encode `frames` uniformly spaced frames: ``(jpegs, meta)`` for the store.
+
+    Runs inside a worker process. Raises VideoDecodeError with a one-line reason.
+    """
+    try:
+        return _extract_video(path, frames, short_side, quality)
+    except VideoDecodeError as error:
+        # The failure is reported next to the video id: the full path only adds noise.
+        raise VideoDecodeError(str(error).replace(path, os.path.basename(path))) from None
+
+
+def _extract_video(path: str, frames: int, short_side: int, quality: int) -> tuple[list[bytes], dict[str, Any]]:
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError("empty file (0 bytes)")
+    try:
+        clip = _decode_with_decord(path, frames, short_side)
+    except Exception as decord_error:  # any decord failure is answered by trying PyAV
+        decord_reason = _short(decord_error)
+        try:
+            clip = _decode_with_pyav(path, frames, short_side)
+        except VideoDecodeError as pyav_error:
+            if str(pyav_error).startswith(("no video stream", "truncated")):
+                raise  # PyAV's verdict is definite; decord's message would add nothing
+            raise VideoDecodeError(f"decord: {decord_reason}; pyav: {_short(pyav_error)}") from None
+        except Exception as pyav_error:
+            raise VideoDecodeError(f"decord: {decord_reason}; pyav: {_short(pyav_error)}") from None
+        logger.debug("%s: decord failed (%s); decoded with PyAV", path, decord_reason)
+    jpegs = []
+    for image in clip.images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        jpegs.append(buffer.getvalue())
+    width, height = clip.images[0].size
+    meta = {"width": width, "height": height, "src_fps": round(clip.src_fps, 6), "src_frames": clip.src_frames,
+            "duration": round(clip.duration, 6), "frame_times": clip.frame_times, "decoder": clip.decoder,
+            "src_width": clip.src_width, "src_height": clip.src_height, "decode_errors": clip.decode_errors}
+    return jpegs, meta
+
+
+def _init_worker(stderr_log: str | None) -> None:
+    # decord and FFmpeg print straight to file descriptor 2, bypassing Python logging; one
+    # line per hostile file would shred the progress bar, so workers write them to a log.
+    if stderr_log:
+        log_fd = os.open(stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+
+
+def _run_with_time_limit(decode: DecodeFn, timeout_s: int, path: str, frames: int, short_side: int,
+                         quality: int) -> tuple[list[bytes], dict[str, Any]]:
+    # SIG_DFL terminates the worker even when it is stuck inside C code (a Python
+    # handler would never run there); the parent then sees a crashed pool.
+    if timeout_s > 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(timeout_s)
+    try:
+        return decode(path, frames, short_side, quality)
+    finally:
+        if timeout_s > 0:
+            signal.alarm(0)
+
+
+# ---- parent side: the pool, crash recovery, the store, the summary -----------------------------
+def _decode_all(tasks: Sequence[tuple[str, Path]], *, frames: int, short_side: int, quality: int, workers: int,
+                timeout_s: int, decode: DecodeFn = extract_video, stderr_log: Path | None = None
+                ) -> Iterator[tuple[str, tuple[list[bytes], dict[str, Any]] | None, str | None]]:
+    """Yield ``(video_id, (jpegs, meta) or None, failure reason or None)`` as workers finish.
+
+    When a worker dies, every in-flight video is a suspect: after recreating the pool the
+    suspects run one at a time, so only the video that really kills a worker is failed.
+    """
+    pending = deque(tasks)
+    suspects: deque[tuple[str, Path]] = deque()
+    max_in_flight = 2 * workers  # bounded, so finished clips never pile up in memory
+    context = multiprocessing.get_context("spawn")
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(str(stderr_log) if stderr_log else None,))
+
+    pool = new_pool()
+    in_flight: dict[Future, tuple[str, Path, bool]] = {}
+
+    def submitted(queue: deque[tuple[str, Path]], isolated: bool) -> bool:
+        video_id, path = queue.popleft()
+        try:
+            future = pool.submit(_run_with_time_limit, decode, timeout_s, str(path), frames, short_side, quality)
+        except BrokenProcessPool:  # a worker died between tasks: not this video's fault
+            queue.appendleft((video_id, path))
+            return False
+        in_flight[future] = (video_id, path, isolated)
+        return True
+
+    try:
+        while pending or suspects or in_flight:
+            pool_broke = False
+            if suspects:
+                if not in_flight:
+                    pool_broke = not submitted(suspects, isolated=True)
+            else:
+                while pending and len(in_flight) < max_in_flight and not pool_broke:
+                    pool_broke = not submitted(pending, isolated=False)
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED) if in_flight else (set(), set())
+            for future in finished:
+                video_id, path, isolated = in_flight.pop(future)
+                error = future.exception()
+                if isinstance(error, BrokenProcessPool):
+                    pool_broke = True
+                    if isolated:
+                        yield video_id, None, (f"{CRASH_REASON} (segfault, out of memory, or over the "
+                                               f"{timeout_s} s time limit)")
+                    else:
+                        suspects.append((video_id, path))
+                elif error is not None:
+                    yield video_id, None, _short(error)
+                else:
+                    yield video_id, future.result(), None
+            if pool_broke:
+                suspects.extend((video_id, path) for video_id, path, _ in in_flight.values())
+                in_flight.clear()
+                pool.shutdown(wait=True, cancel_futures=True)
+                logger.warning("a decoder process crashed; retrying %d in-flight videos one at a time", len(suspects))
+                pool = new_pool()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_json_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"frame extraction: {summary['done']} done, {summary['skipped']} skipped (already stored), "
+             f"{summary['failed']} failed, {summary['videos_per_s']:.2f} videos/s -> {summary['store']}"
+             f" (decoder messages: {DECODER_LOG_FILENAME})"]
+    for failure in summary["failures"][:SUMMARY_FAILURES_SHOWN]:
+        lines.append(f"  failed: {failure['video']}: {failure['reason']}")
+    if summary["failed"] > SUMMARY_FAILURES_SHOWN:
+        lines.append(f"  ... and {summary['failed'] - SUMMARY_FAILURES_SHOWN} more in "
+                     f"{Path(summary['store']) / 'failed.jsonl'}")
+    return "\n".join(lines)
+
+
+def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, quality: int = 90,
+            workers: int | None = None, strict: bool = False, store_dir: PathLike | None = None,
+            timeout_s: int = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Extract every video under DATA/videos into the clip store; returns (and writes) the summary.
+
+    Raises FileNotFoundError when there are no videos, and ExtractionError (after writing the
+    summary) when ``strict`` and some video failed, or when no video could be stored at all.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from violet.data.clip_store import ClipStoreWriter
+
+    source = videos_dir(data_dir)
+    store = Path(store_dir) if store_dir is not None else default_store_dir(data_dir)
+    if not source.is_dir():
+        raise FileNotFoundError(f"no videos directory: {source} does not exist")
+    videos = find_videos(source)
+    if not videos:
+        raise FileNotFoundError(f"no videos found under {source} (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    workers = max(1, workers or os.cpu_count() or 1)
+
+    failures: list[dict[str, str]] = []
+    decoders: Counter[str] = Counter()
+    started = time.monotonic()
+    with ClipStoreWriter(store, frames_per_video=frames, short_side=short_side, jpeg_quality=quality) as writer:
+        already = writer.done_ids()
+        todo = []
+        for video_id, path in videos:
+            if video_id in already:
+                continue
+            try:
+                video_id.encode("utf-8")
+            except UnicodeEncodeError:  # os.walk maps undecodable bytes to surrogates
+                printable = video_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                failures.append({"video": printable, "reason": "file name is not valid UTF-8"})
+                continue
+            todo.append((video_id, path))
+        skipped = len(videos) - len(todo) - len(failures)
+        if skipped:
+            logger.info("skipping %d videos already in %s", skipped, store)
+        stderr_log = store / DECODER_LOG_FILENAME
+        stderr_log.write_bytes(b"")  # messages of this run only, like failed.jsonl
+        results = _decode_all(todo, frames=frames, short_side=short_side, quality=quality, workers=workers,
+                              timeout_s=timeout_s, stderr_log=stderr_log)
+        with contextlib.closing(results), logging_redirect_tqdm(), \
+                tqdm(total=len(todo), unit="video", desc="extracting", dynamic_ncols=True) as progress:
+            for video_id, result, reason in results:
+                if result is None:
+                    failures.append({"video": video_id, "reason": reason or "unknown error"})
+                    logger.debug("failed %s: %s", video_id, reason)
+                else:
+                    jpegs, meta = result
+                    writer.add(video_id, jpegs, meta)
+                    decoders[meta["decoder"]] += 1
+                progress.update(1)
+                progress.set_postfix(failed=len(failures), refresh=False)
+    elapsed = time.monotonic() - started
+    done = sum(decoders.values())
+    failures.sort(key=lambda failure: failure["video"])
+    summary: dict[str, Any] = {
+        "done": done, "skipped": skipped, "failed": len(failures), "failures": failures,
+        "videos_per_s": round((done + len(failures)) / elapsed, 3) if elapsed > 0 else 0.0,
+        "frames_per_video": frames, "short_side": short_side, "jpeg_quality": quality,
+        "decoders": dict(decoders), "elapsed_s": round(elapsed, 3), "store": str(store),
+    }
+    _write_json_atomically(store / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    _write_json_atomically(store / "failed.jsonl",
+                           "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+    print(format_summary(summary))
+    if failures and strict:
+        raise ExtractionError(f"--strict: {len(failures)} of {len(videos)} videos failed; see {store / 'failed.jsonl'}",
+                              summary)
+    if failures and done == 0 and skipped == 0:
+        raise ExtractionError(f"every video failed ({len(failures)}); see {store / 'failed.jsonl'}", summary)
+    return summary
+
+
+def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high or 'inf'}, got {value}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m prepare.extract",
+                                     description="Extract uniformly spaced JPEG frames of DATA/videos into a clip store.")
+    parser.add_argument("data_dir", metavar="DATA", type=Path)
+    parser.add_argument("--frames", type=_int_between(1), default=16, help="frames stored per video (default 16)")
+    parser.add_argument("--short-side", type=_int_between(1), default=256,
+                        help="downscale so the shorter side is this (never upscales; default 256)")
+    parser.add_argument("--quality", type=_int_between(1, 100), default=90, help="JPEG quality (default 90)")
+    parser.add_argument("--workers", type=_int_between(1), default=None, help="decoder processes (default: all cores)")
+    parser.add_argument("--timeout", type=_int_between(1), default=DEFAULT_TIMEOUT_S,
+                        help=f"seconds one video may take before its decoder is killed (default {DEFAULT_TIMEOUT_S})")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
+    parser.add_argument("--store", type=Path, default=None, help="clip store directory (default DATA/clip_store)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        extract(args.data_dir, frames=args.frames, short_side=args.short_side, quality=args.quality,
+                workers=args.workers, strict=args.strict, store_dir=args.store, timeout_s=args.timeout)
+    except (ExtractionError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run through the importable module, not __main__, so the functions the spawn
+    # workers unpickle resolve to prepare.extract.
+    from prepare.extract import main as _main
+
+    sys.exit(_main())

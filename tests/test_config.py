@@ -1,0 +1,54 @@
+import pytest
+
+from violet.config import RunConfig, apply_overrides, config_from_dict, parse_dotted
+from violet.runtime import build_config
+from violet.tasks import get_task
+
+
+def test_dotted_overrides_are_typed_and_nested():
+    config = RunConfig()
+    apply_overrides(config, parse_dotted(["train.lr=1e-4", "model.width=256", "data.train_augment=false",
+                                          "eval.rerank_k=all"]))
+    assert config.train.lr == pytest.approx(1e-4)
+    assert config.model.width == 256 and isinstance(config.model.width, int)
+    assert config.data.train_augment is False
+    assert config.eval.rerank_k == -1
+
+
+def test_unknown_key_names_the_key_and_known_ones():
+    with pytest.raises(KeyError, match=r"train.lrr.*known keys here.*lr"):
+        apply_overrides(RunConfig(), parse_dotted(["train.lrr=1"]))
+
+
+def test_bad_type_names_the_key():
+    with pytest.raises(ValueError, match="train.batch_size: expected int"):
+        apply_overrides(RunConfig(), parse_dotted(["train.batch_size=abc"]))
+    with pytest.raises(ValueError, match="model.width"):
+        apply_overrides(RunConfig(), parse_dotted(["model.width=1.5"]))
+
+
+def test_validation_runs_after_override():
+    with pytest.raises(ValueError, match="divisible"):
+        apply_overrides(RunConfig(), parse_dotted(["model.heads=3"]))
+    with pytest.raises(ValueError, match="mixed_precision"):
+        apply_overrides(RunConfig(), parse_dotted(["train.mixed_precision=fp8"]))
+
+
+def test_precedence_task_defaults_preset_yaml_flags_dotted(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("train:\n  lr: 0.002\n  epochs: 7\nmodel:\n  width: 64\n")
+    task = get_task("qa-mc")  # its defaults set batch_size 16 and epochs 20
+    config = build_config(task, "tiny", str(yaml_file), {"train": {"max_steps": 5, "batch_size": None}},
+                          ["train.lr=0.003"])
+    assert config.train.batch_size == 16  # task default survives (flag not given)
+    assert config.train.epochs == 7  # YAML beats the task default
+    assert config.train.lr == pytest.approx(0.003)  # dotted beats YAML
+    assert config.train.max_steps == 5
+    assert config.model.width == 64
+
+
+def test_round_trip_through_dict():
+    config = RunConfig()
+    apply_overrides(config, parse_dotted(["model.width=64", "objective.mlm_prob=0.2"]))
+    again = config_from_dict(config.to_dict())
+    assert again == config

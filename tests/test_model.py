@@ -1,0 +1,107 @@
+import dataclasses
+
+import pytest
+import torch
+
+from violet.models import VideoLanguageModel, count_parameters, preset
+
+
+def tiny(**overrides):
+    return dataclasses.replace(preset("tiny"), **overrides)
+
+
+def inputs(config, batch=2, frames=4, length=7):
+    video = torch.randint(0, 256, (batch, frames, 3, config.image_size, config.image_size), dtype=torch.uint8)
+    ids = torch.randint(1000, 2000, (batch, length))
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, 5:] = 0
+    return video, ids, mask
+
+
+def test_modes_and_shapes():
+    config = tiny()
+    model = VideoLanguageModel(config, 3000, ["vtc", "vtm", "mlm", "mvm"])
+    frames, ids, mask = inputs(config)
+    video = model("video", frames=frames)
+    grid = (config.image_size // config.patch_size) ** 2
+    assert video["tokens"].shape == (2, 4 // config.tubelet * grid, config.width)
+    assert torch.allclose(video["embed"].norm(dim=-1), torch.ones(2))
+    text = model("text", ids=ids, mask=mask)
+    positions = torch.zeros_like(ids, dtype=torch.bool)
+    positions[:, 2] = True
+    mvm = torch.zeros(video["tokens"].shape[:2], dtype=torch.bool)
+    mvm[:, :3] = True
+    fused = model("fusion", text_tokens=text["tokens"], text_mask=mask, video_tokens=video["tokens"],
+                  mlm_positions=positions, mvm_positions=mvm)
+    assert fused["vtm_logits"].shape == (2, 2)
+    assert fused["mlm_logits"].shape == (2, 3000)
+    assert fused["mvm_pred"].shape == (6, 3 * config.tubelet * config.patch_size ** 2)
+    with pytest.raises(ValueError, match="unknown mode"):
+        model("both")
+
+
+def test_only_requested_heads_exist():
+    model = VideoLanguageModel(tiny(), 3000, ["qa_oe"], num_answers=5)
+    assert set(model.heads) == {"qa_oe"} and model.video.mask_token is None
+    with pytest.raises(KeyError, match="unknown head"):
+        VideoLanguageModel(tiny(), 3000, ["itc"])
+    with pytest.raises(ValueError, match="num_answers"):
+        VideoLanguageModel(tiny(), 3000, ["qa_oe"], num_answers=0)
+
+
+def test_padding_does_not_change_text_features():
+    config = tiny()
+    model = VideoLanguageModel(config, 3000, ["vtc"]).eval()
+    ids = torch.randint(1000, 2000, (1, 5))
+    short = model("text", ids=ids, mask=torch.ones(1, 5, dtype=torch.long))["embed"]
+    padded_ids = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    padded_mask = torch.tensor([[1] * 5 + [0] * 3])
+    padded = model("text", ids=padded_ids, mask=padded_mask)["embed"]
+    assert torch.allclose(short, padded, atol=1e-5)
+
+
+def test_mlm_decoder_is_tied_and_decay_groups():
+    model = VideoLanguageModel(tiny(), 3000, ["mlm", "vtc"])
+    assert model.heads["mlm"].decoder.weight is model.text.embeddings.word_embeddings.weight
+    skip = model.no_weight_decay()
+    assert "heads.vtc.logit_scale" in skip and "video.spatial_pos" in skip
+    assert "text.embeddings.word_embeddings.weight" in skip
+    assert "fusion.blocks.0.attn.qkv.weight" not in skip
+
+
+def test_wrong_input_size_is_a_clear_error():
+    config = tiny()
+    model = VideoLanguageModel(config, 3000, ["vtc"])
+    with pytest.raises(ValueError, match="model expects"):
+        model("video", frames=torch.zeros(1, 4, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="max_frames"):
+        model("video", frames=torch.zeros(1, 16, 3, config.image_size, config.image_size, dtype=torch.uint8))
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    config = tiny()
+    torch.manual_seed(0)
+    plain = VideoLanguageModel(config, 3000, ["vtc"])
+    checkpointed = VideoLanguageModel(dataclasses.replace(config, grad_checkpointing=True), 3000, ["vtc"])
+    checkpointed.load_state_dict(plain.state_dict())
+    frames, _, _ = inputs(config)
+    for model in (plain, checkpointed):
+        model("video", frames=frames)["embed"].sum().backward()
+    grad_a = plain.video.patch_embed.weight.grad
+    grad_b = checkpointed.video.patch_embed.weight.grad
+    assert torch.allclose(grad_a, grad_b, atol=1e-6)
+
+
+def test_bf16_forward_runs():
+    config = tiny()
+    model = VideoLanguageModel(config, 3000, ["vtc", "vtm"]).to(torch.bfloat16)
+    frames, ids, mask = inputs(config)
+    video = model("video", frames=frames)
+    assert video["tokens"].dtype == torch.bfloat16
+    assert torch.isfinite(video["embed"].float()).all()
+
+
+def test_base_preset_size_is_plausible():
+    with torch.device("meta"):
+        model = VideoLanguageModel(preset("base"), 30522, ["vtc", "vtm", "mlm", "mvm"])
+    assert 150e6 < count_parameters(model) < 300e6
