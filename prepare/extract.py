@@ -3,15 +3,13 @@
     python -m prepare.extract DATA [--frames 16] [--short-side 256] [--quality 90]
                                    [--workers N] [--timeout 900] [--strict] [--store DIR]
 
-Decoding runs in a "spawn" process pool: decord must never be opened in the parent
-(it deadlocks in forked children), and a decoder that segfaults or hangs on a hostile
-file only takes its worker down. The parent is the single ClipStoreWriter, so a run
-can be interrupted at any point and resumed; finished videos are skipped.
-
-Every video either lands in the store with frames that really are distinct positions
-of the video, or is listed in STORE/failed.jsonl with a one-line reason. Frames are
-never repeated to pad a short video, and decord's silent fault tolerance (returning
-a neighbouring frame for an unreadable one) is caught and answered by decoding with PyAV.
+Decoding runs in a "spawn" process pool: decord must never be opened in the parent (it
+deadlocks in forked children), and a decoder that segfaults or hangs on a hostile file only
+takes its worker down. The parent is the single ClipStoreWriter, so a run can be interrupted
+and resumed. Every video either lands in the store with frames that really are distinct
+positions of it, or is listed in STORE/failed.jsonl with a one-line reason: frames are never
+repeated to pad a short video, and decord's silent fault tolerance (a neighbouring frame
+returned for an unreadable one) is caught and answered by decoding with PyAV.
 """
 
 from __future__ import annotations
@@ -35,7 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from prepare.layout import PathLike, default_store_dir, videos_dir
+from violet.data.clip_store import ClipStoreWriter
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,11 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def find_videos(root: Path) -> list[tuple[str, Path]]:
-    """(id, path) of every video file under `root`, sorted by id; ids use forward slashes."""
+    """(id, path) of every video file under `root`, sorted by id; ids use forward slashes.
+
+    Ids must be valid UTF-8 to be JSON-encoded into the index: os.walk turns undecodable bytes
+    of a file name into lone surrogates, which are replaced here (the path stays exact).
+    """
     found: list[tuple[str, Path]] = []
     visited_dirs: set[tuple[int, int]] = set()
     for directory, subdirs, filenames in os.walk(root, followlinks=True):
@@ -95,7 +101,8 @@ def find_videos(root: Path) -> list[tuple[str, Path]]:
         for filename in filenames:
             if os.path.splitext(filename)[1].lower() in VIDEO_EXTENSIONS:
                 path = Path(directory) / filename
-                found.append((path.relative_to(root).as_posix(), path))
+                video_id = path.relative_to(root).as_posix()
+                found.append((video_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), path))
     return sorted(found)
 
 
@@ -165,8 +172,7 @@ class _PyAVPass:
     decodable: int
     errors: int
     last_error: str
-    width: int
-    height: int
+    size: tuple[int, int]  # (width, height) of the source frames
     last_time: float | None  # start of the last decodable frame, in seconds
 
 
@@ -178,12 +184,11 @@ def _pyav_pass(path: str, wanted: set[int], short_side: int) -> _PyAVPass:
     """
     import av
 
-    result = _PyAVPass({}, 0, 0, "", 0, 0, None)
+    result = _PyAVPass({}, 0, 0, "", (0, 0), None)
 
     def take(decoded: Sequence[Any]) -> None:
         for frame in decoded:
-            if result.decodable == 0:
-                result.width, result.height = frame.width, frame.height
+            result.size = (frame.width, frame.height)
             if result.decodable in wanted:
                 result.kept[result.decodable] = (_resize(frame.to_image(), short_side), frame.time)
             result.decodable += 1
@@ -247,7 +252,7 @@ def _decode_with_pyav(path: str, frames: int, short_side: int) -> _DecodedClip:
     return _DecodedClip(
         images=[decoded.kept[p][0] for p in positions], frame_times=frame_times, src_frames=guess,
         src_fps=fps, duration=round(end_of_last, 6),
-        src_width=decoded.width, src_height=decoded.height, decoder="pyav", decode_errors=decoded.errors)
+        src_width=decoded.size[0], src_height=decoded.size[1], decoder="pyav", decode_errors=decoded.errors)
 
 
 def extract_video(path: str, frames: int, short_side: int, quality: int) -> tuple[list[bytes], dict[str, Any]]:
@@ -255,20 +260,14 @@ def extract_video(path: str, frames: int, short_side: int, quality: int) -> tupl
 
     Runs inside a worker process. Raises VideoDecodeError with a one-line reason.
     """
-    try:
-        return _extract_video(path, frames, short_side, quality)
-    except VideoDecodeError as error:
-        # The failure is reported next to the video id: the full path only adds noise.
-        raise VideoDecodeError(str(error).replace(path, os.path.basename(path))) from None
-
-
-def _extract_video(path: str, frames: int, short_side: int, quality: int) -> tuple[list[bytes], dict[str, Any]]:
     if os.path.getsize(path) == 0:
         raise VideoDecodeError("empty file (0 bytes)")
+    # Reasons are reported next to the video id: the full path in them only adds noise.
+    name = os.path.basename(path)
     try:
         clip = _decode_with_decord(path, frames, short_side)
     except Exception as decord_error:  # any decord failure is answered by trying PyAV
-        decord_reason = _short(decord_error)
+        decord_reason = _short(decord_error).replace(path, name)
         try:
             clip = _decode_with_pyav(path, frames, short_side)
         except VideoDecodeError as pyav_error:
@@ -276,7 +275,8 @@ def _extract_video(path: str, frames: int, short_side: int, quality: int) -> tup
                 raise  # PyAV's verdict is definite; decord's message would add nothing
             raise VideoDecodeError(f"decord: {decord_reason}; pyav: {_short(pyav_error)}") from None
         except Exception as pyav_error:
-            raise VideoDecodeError(f"decord: {decord_reason}; pyav: {_short(pyav_error)}") from None
+            pyav_reason = _short(pyav_error).replace(path, name)
+            raise VideoDecodeError(f"decord: {decord_reason}; pyav: {pyav_reason}") from None
         logger.debug("%s: decord failed (%s); decoded with PyAV", path, decord_reason)
     jpegs = []
     for image in clip.images:
@@ -391,8 +391,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for failure in summary["failures"][:SUMMARY_FAILURES_SHOWN]:
         lines.append(f"  failed: {failure['video']}: {failure['reason']}")
     if summary["failed"] > SUMMARY_FAILURES_SHOWN:
-        lines.append(f"  ... and {summary['failed'] - SUMMARY_FAILURES_SHOWN} more in "
-                     f"{Path(summary['store']) / 'failed.jsonl'}")
+        lines.append(f"  ... and {summary['failed'] - SUMMARY_FAILURES_SHOWN} more in {summary['store']}/failed.jsonl")
     return "\n".join(lines)
 
 
@@ -404,11 +403,6 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
     Raises FileNotFoundError when there are no videos, and ExtractionError (after writing the
     summary) when ``strict`` and some video failed, or when no video could be stored at all.
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from violet.data.clip_store import ClipStoreWriter
-
     source = videos_dir(data_dir)
     store = Path(store_dir) if store_dir is not None else default_store_dir(data_dir)
     if not source.is_dir():
@@ -423,20 +417,9 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
     started = time.monotonic()
     with ClipStoreWriter(store, frames_per_video=frames, short_side=short_side, jpeg_quality=quality) as writer:
         already = writer.done_ids()
-        todo = []
-        for video_id, path in videos:
-            if video_id in already:
-                continue
-            try:
-                video_id.encode("utf-8")
-            except UnicodeEncodeError:  # os.walk maps undecodable bytes to surrogates
-                printable = video_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                failures.append({"video": printable, "reason": "file name is not valid UTF-8"})
-                continue
-            todo.append((video_id, path))
-        skipped = len(videos) - len(todo) - len(failures)
-        if skipped:
-            logger.info("skipping %d videos already in %s", skipped, store)
+        todo = [(video_id, path) for video_id, path in videos if video_id not in already]
+        skipped = len(videos) - len(todo)
+        logger.info("%d videos found, %d already in %s, %d to extract", len(videos), skipped, store, len(todo))
         stderr_log = store / DECODER_LOG_FILENAME
         stderr_log.write_bytes(b"")  # messages of this run only, like failed.jsonl
         results = _decode_all(todo, frames=frames, short_side=short_side, quality=quality, workers=workers,
@@ -446,7 +429,6 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
             for video_id, result, reason in results:
                 if result is None:
                     failures.append({"video": video_id, "reason": reason or "unknown error"})
-                    logger.debug("failed %s: %s", video_id, reason)
                 else:
                     jpegs, meta = result
                     writer.add(video_id, jpegs, meta)
@@ -463,14 +445,13 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
         "decoders": dict(decoders), "elapsed_s": round(elapsed, 3), "store": str(store),
     }
     _write_json_atomically(store / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    _write_json_atomically(store / "failed.jsonl",
-                           "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+    failed_path = store / "failed.jsonl"
+    _write_json_atomically(failed_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
     print(format_summary(summary))
     if failures and strict:
-        raise ExtractionError(f"--strict: {len(failures)} of {len(videos)} videos failed; see {store / 'failed.jsonl'}",
-                              summary)
+        raise ExtractionError(f"--strict: {len(failures)} of {len(videos)} videos failed; see {failed_path}", summary)
     if failures and done == 0 and skipped == 0:
-        raise ExtractionError(f"every video failed ({len(failures)}); see {store / 'failed.jsonl'}", summary)
+        raise ExtractionError(f"every video failed ({len(failures)}); see {failed_path}", summary)
     return summary
 
 
@@ -485,7 +466,7 @@ def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prepare.extract",
-                                     description="Extract uniformly spaced JPEG frames of DATA/videos into a clip store.")
+                                     description="Extract uniformly spaced JPEG frames of DATA/videos.")
     parser.add_argument("data_dir", metavar="DATA", type=Path)
     parser.add_argument("--frames", type=_int_between(1), default=16, help="frames stored per video (default 16)")
     parser.add_argument("--short-side", type=_int_between(1), default=256,

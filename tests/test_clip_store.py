@@ -195,3 +195,12 @@ def test_forked_dataloader_workers_reopen_files(tmp_path: Path) -> None:
 
     clone = pickle.loads(pickle.dumps(store))
     assert clone.read_frames("v05.mp4", [1, 2]) == clips["v05.mp4"][1:3] and clone.ids() == store.ids()
+
+
+def test_crash_before_the_first_index_line_completed(tmp_path: Path) -> None:
+    write_store(tmp_path, {})
+    (tmp_path / "index.jsonl").write_bytes(b'{"video": "half')
+    assert len(ClipStore(tmp_path)) == 0
+    write_store(tmp_path, {"v.mp4": clip(1)})
+    assert (tmp_path / "index.jsonl").read_bytes().startswith(b'{"video":"v.mp4"')
+    assert ClipStore(tmp_path).read_frames("v.mp4") == clip(1)

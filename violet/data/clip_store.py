@@ -2,7 +2,7 @@
 
 Layout of a store directory ROOT::
 
-    ROOT/store.json          {"format": "violet-clip-store", "version": 1, "frames_per_video", "short_side", "jpeg_quality"}
+    ROOT/store.json          {"format": "violet-clip-store", "version": 1, frames_per_video, short_side, jpeg_quality}
     ROOT/shard-00000.bin     concatenated JPEG bytes; every frame of a clip is contiguous
     ROOT/index.jsonl         one JSON object per stored clip (see ``ClipStoreWriter.add``)
 
@@ -25,7 +25,9 @@ import logging
 import os
 import re
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,9 @@ LOCK_FILENAME = ".writer.lock"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.bin$")
 JPEG_START = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
+# Shard handles kept open per process; beyond this the least recently used is closed
+# (a store of thousands of shards would otherwise exceed the usual 1024 descriptor limit).
+MAX_OPEN_FILES = 128
 # Fields the writer computes itself; callers may not supply them in ``meta``.
 COMPUTED_FIELDS = ("video", "shard", "offset", "frame_lengths", "crc32", "num_frames")
 REQUIRED_META_FIELDS = ("width", "height", "src_fps", "src_frames", "duration", "frame_times", "decoder")
@@ -168,13 +173,22 @@ class ClipStoreWriter:
         index_path = self.root / INDEX_FILENAME
         if not index_path.is_file():
             return
-        data = index_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            logger.warning("%s: removing a truncated last line (%d bytes) left by an interrupted write",
-                           index_path, len(data) - keep)
-            with index_path.open("r+b") as index_file:
-                index_file.truncate(keep)
+        with index_path.open("r+b") as index_file:
+            end = index_file.seek(0, os.SEEK_END)
+            position = end
+            while position > 0:  # scan back from the end for the last newline
+                chunk_start = max(0, position - (1 << 16))
+                index_file.seek(chunk_start)
+                chunk = index_file.read(position - chunk_start)
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    position = chunk_start + newline + 1
+                    break
+                position = chunk_start
+            if position < end:
+                logger.warning("%s: removing a truncated last line (%d bytes) left by an interrupted write",
+                               index_path, end - position)
+                index_file.truncate(position)
 
     def done_ids(self) -> set[str]:
         """Ids already stored (readable), including those added in this session."""
@@ -288,32 +302,37 @@ class ClipStore:
         self._handles_pid = os.getpid()
 
     def _load_index(self) -> None:
-        latest: dict[str, tuple[dict[str, Any], int, int]] = {}
-        for entry, line_offset, line_length in _scan_index(self.root):
-            latest[entry["video"]] = (entry, line_offset, line_length)  # last wins
-        # UTF-8 byte order equals code point order, so sorting bytes sorts the ids as str.
-        encoded = sorted((video.encode("utf-8"), item) for video, item in latest.items())
-        count = len(encoded)
-        self._shard_names = sorted({entry["shard"] for _, (entry, _, _) in encoded})
-        shard_numbers = {name: number for number, name in enumerate(self._shard_names)}
-        self._id_starts = np.zeros(count + 1, dtype=np.int64)
-        self._shard = np.empty(count, dtype=np.int32)
-        self._offset = np.empty(count, dtype=np.int64)
-        self._lengths_start = np.zeros(count + 1, dtype=np.int64)
-        self._line_offset = np.empty(count, dtype=np.int64)
-        self._line_length = np.empty(count, dtype=np.int32)
-        self._crc32 = np.empty(count, dtype=np.uint32)
-        frame_lengths: list[int] = []
-        for row, (video, (entry, line_offset, line_length)) in enumerate(encoded):
-            self._id_starts[row + 1] = self._id_starts[row] + len(video)
-            self._shard[row] = shard_numbers[entry["shard"]]
-            self._offset[row] = entry["offset"]
+        # Parsed straight into typed columns: a dict per entry would cost ~1 KB each while loading.
+        row_of: dict[str, int] = {}  # last wins: a re-extracted video points at its newest row
+        shard_numbers: dict[str, int] = {}
+        shard, offset, crc32, line_offset, line_length = (array("q") for _ in range(5))
+        frame_lengths, lengths_start = array("i"), array("q", [0])
+        for entry, entry_line_offset, entry_line_length in _scan_index(self.root):
+            row_of[entry["video"]] = len(shard)
+            shard.append(shard_numbers.setdefault(entry["shard"], len(shard_numbers)))
+            offset.append(entry["offset"])
+            crc32.append(entry["crc32"])
+            line_offset.append(entry_line_offset)
+            line_length.append(entry_line_length)
             frame_lengths.extend(entry["frame_lengths"])
-            self._lengths_start[row + 1] = len(frame_lengths)
-            self._line_offset[row] = line_offset
-            self._line_length[row] = line_length
-            self._crc32[row] = entry["crc32"]
-        self._frame_lengths = np.asarray(frame_lengths, dtype=np.int32)
+            lengths_start.append(len(frame_lengths))
+        # UTF-8 byte order equals code point order, so sorting bytes sorts the ids as str.
+        encoded = sorted((video.encode("utf-8"), row) for video, row in row_of.items())
+        rows = np.fromiter((row for _, row in encoded), dtype=np.int64, count=len(encoded))
+        self._shard_names = list(shard_numbers)
+        self._shard = np.frombuffer(shard, dtype=np.int64)[rows].astype(np.int32)
+        self._offset = np.frombuffer(offset, dtype=np.int64)[rows]
+        self._crc32 = np.frombuffer(crc32, dtype=np.int64)[rows].astype(np.uint32)
+        self._line_offset = np.frombuffer(line_offset, dtype=np.int64)[rows]
+        self._line_length = np.frombuffer(line_length, dtype=np.int64)[rows].astype(np.int32)
+        # Gather each kept row's frame lengths, in id order, into one flat array.
+        all_starts = np.frombuffer(lengths_start, dtype=np.int64)
+        counts = all_starts[rows + 1] - all_starts[rows]
+        self._lengths_start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        positions = np.repeat(all_starts[rows] - self._lengths_start[:-1], counts) + np.arange(counts.sum())
+        self._frame_lengths = np.frombuffer(frame_lengths, dtype=np.int32)[positions].copy()
+        id_lengths = np.fromiter((len(video) for video, _ in encoded), dtype=np.int64, count=len(encoded))
+        self._id_starts = np.concatenate(([0], np.cumsum(id_lengths))).astype(np.int64)
         self._ids = _SortedIds(b"".join(video for video, _ in encoded), self._id_starts)
 
     # ---- lookup -------------------------------------------------------------------------------
@@ -355,14 +374,21 @@ class ClipStore:
     # ---- reading ------------------------------------------------------------------------------
     def _fd(self, filename: str) -> int:
         if os.getpid() != self._handles_pid:
-            # Forked child: drop the parent's descriptors (closing our copies is harmless).
-            for fd in self._handles.values():
-                os.close(fd)
-            self._handles, self._handles_pid = {}, os.getpid()
-        fd = self._handles.get(filename)
+            # Forked child: it holds copies of the parent's descriptors; close the copies, open its own.
+            self._close_handles()
+            self._handles_pid = os.getpid()
+        fd = self._handles.pop(filename, None)
         if fd is None:
-            fd = self._handles[filename] = os.open(self.root / filename, os.O_RDONLY)
+            if len(self._handles) >= MAX_OPEN_FILES:  # least recently used first: dicts keep insertion order
+                os.close(self._handles.pop(next(iter(self._handles))))
+            fd = os.open(self.root / filename, os.O_RDONLY)
+        self._handles[filename] = fd  # (re)inserted last = most recently used
         return fd
+
+    def _close_handles(self) -> None:
+        handles, self._handles = self._handles, {}
+        for fd in handles.values():
+            os.close(fd)
 
     def read_frames(self, video_id: str, indices: Sequence[int] | None = None) -> list[bytes]:
         """JPEG bytes of the requested frames (all by default), in the requested order.
@@ -370,7 +396,7 @@ class ClipStore:
         One ``pread`` covers the contiguous range from the first to the last requested frame.
         """
         row = self._row(video_id)
-        lengths = self._frame_lengths[self._lengths_start[row]:self._lengths_start[row + 1]].astype(np.int64)
+        lengths = self._frame_lengths[self._lengths_start[row]:self._lengths_start[row + 1]].tolist()
         count = len(lengths)
         wanted = list(range(count)) if indices is None else [int(i) for i in indices]
         for index in wanted:
@@ -378,15 +404,15 @@ class ClipStore:
                 raise IndexError(f"frame index {index} out of range for video {video_id!r} with {count} frames")
         if not wanted:
             return []
-        starts = np.concatenate(([0], np.cumsum(lengths)))
+        starts = list(accumulate(lengths, initial=0))  # byte offset of each frame within the clip
         first, last = min(wanted), max(wanted)
-        begin = int(self._offset[row] + starts[first])
-        size = int(starts[last + 1] - starts[first])
-        data = os.pread(self._fd(self._shard_names[self._shard[row]]), size, begin)
+        size = starts[last + 1] - starts[first]
+        shard = self._shard_names[self._shard[row]]
+        data = os.pread(self._fd(shard), size, int(self._offset[row]) + starts[first])
         if len(data) != size:
-            raise OSError(f"short read of video {video_id!r} from {self._shard_names[self._shard[row]]}: "
-                          f"{len(data)} of {size} bytes; run ClipStore.verify()")
-        base = int(starts[first])
+            raise OSError(f"short read of video {video_id!r} from {shard}: {len(data)} of {size} bytes; "
+                          f"run ClipStore.verify()")
+        base = starts[first]
         return [data[starts[i] - base:starts[i + 1] - base] for i in wanted]
 
     # ---- shard-sequential access (streaming) --------------------------------------------------
@@ -430,10 +456,8 @@ class ClipStore:
 
     # ---- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        if os.getpid() == self._handles_pid:
-            for fd in self._handles.values():
-                os.close(fd)
-        self._handles, self._handles_pid = {}, os.getpid()
+        self._close_handles()
+        self._handles_pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -32,6 +32,7 @@ class ClipDataset(Dataset):
         size: int,
         train: bool,
         crop_scale_min: float = 1.0,
+        seed: int = 0,
     ) -> None:
         self.rows = rows
         self.store = ClipStore(store_dir)
@@ -39,6 +40,12 @@ class ClipDataset(Dataset):
         self.size = size
         self.train = train
         self.crop_scale_min = crop_scale_min
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random frames and crops each epoch (train loaders are not persistent, so workers see this)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -46,8 +53,9 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = dict(self.rows[index])
         row["index"] = index
-        # Seeded from torch's RNG, which Accelerate checkpoints and seeds per worker, so runs are repeatable.
-        rng = random.Random(int(torch.randint(0, 2**62, (1,)).item())) if self.train else None
+        # Seeded by (seed, epoch, row) rather than a worker's RNG stream, so the clip a row yields does not
+        # depend on worker count or on batches skipped when resuming mid-epoch.
+        rng = random.Random(f"{self.seed}-{self.epoch}-{index}") if self.train else None
         try:
             stored = self.store.num_frames(row["video"])
             indices = sample_frame_indices(stored, self.num_frames, self.train, rng)

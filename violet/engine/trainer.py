@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -64,6 +65,37 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
+class GeneratorState:
+    """Checkpointable generator that draws masks and hard negatives, one stream per rank.
+
+    Accelerate writes custom state from the main process only, so every rank's state is gathered into the
+    file; a resume on a different number of processes reseeds from (seed, step, rank) instead.
+    """
+
+    def __init__(self, generator: torch.Generator, seed: int, trainer_state: TrainerState) -> None:
+        self.generator = generator
+        self.seed = seed
+        self.trainer_state = trainer_state
+
+    def state_dict(self) -> dict[str, list[torch.Tensor]]:
+        own = self.generator.get_state()
+        if not (dist.is_available() and dist.is_initialized()):
+            return {"per_rank": [own]}
+        states: list[torch.Tensor | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(states, own)
+        return {"per_rank": states}
+
+    def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if len(state["per_rank"]) == world:
+            self.generator.set_state(state["per_rank"][rank])
+        else:
+            logger.warning("resuming on %d processes from a %d-process checkpoint: reseeding mask RNG", world,
+                           len(state["per_rank"]))
+            self.generator.manual_seed(self.seed + 1000 * self.trainer_state.step + rank)
+
+
 class Trainer:
     def __init__(self, config: RunConfig, accelerator: Accelerator, task: Task) -> None:
         self.config = config
@@ -74,6 +106,7 @@ class Trainer:
         train = config.train
 
         self.train_loader = task.train_loader()
+        self.train_dataset = self.train_loader.dataset
         batches_per_epoch = len(self.train_loader) // accelerator.num_processes
         if batches_per_epoch == 0:
             raise ValueError(
@@ -92,9 +125,10 @@ class Trainer:
         self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
             self.model, self.optimizer, self.train_loader, self.scheduler
         )
-        accelerator.register_for_checkpointing(self.state)
         self.generator = torch.Generator(device=accelerator.device)
         self.generator.manual_seed(train.seed + accelerator.process_index)
+        accelerator.register_for_checkpointing(self.state)
+        accelerator.register_for_checkpointing(GeneratorState(self.generator, train.seed, self.state))
         global_batch = train.batch_size * train.grad_accum * accelerator.num_processes
         accelerator.print(
             f"task={task.name} train rows={len(task.train_rows())} steps={self.total_steps} "
@@ -192,6 +226,7 @@ class Trainer:
         window_start, data_wait, clips = time.perf_counter(), 0.0, 0
         while self.state.step < self.total_steps:
             self.train_loader.set_epoch(self.state.epoch)
+            self.train_dataset.set_epoch(self.state.epoch)
             loader = self.train_loader
             if self.state.batches_in_epoch:
                 loader = accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)

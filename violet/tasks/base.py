@@ -54,7 +54,7 @@ class Task:
         data = self.config.data
         return ClipDataset(
             rows, self.store_dir, num_frames or data.num_frames, self.config.model.image_size, train,
-            crop_scale_min=data.crop_scale_min if data.train_augment else 1.0,
+            crop_scale_min=data.crop_scale_min if data.train_augment else 1.0, seed=self.config.train.seed,
         )
 
     def train_dataset(self) -> Dataset:
@@ -64,10 +64,11 @@ class Task:
         return self.require_split("train")
 
     def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable) -> DataLoader:
-        workers = self.config.data.num_workers
+        """Training loaders shuffle and drop the last partial batch; workers are re-created each epoch so
+        they see the dataset's epoch (its sampling seed)."""
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, drop_last=shuffle,
+            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+            num_workers=self.config.data.num_workers, pin_memory=torch.cuda.is_available(), drop_last=shuffle,
         )
 
     def train_loader(self) -> DataLoader:

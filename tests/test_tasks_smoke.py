@@ -1,0 +1,88 @@
+"""CPU smoke runs of every task through train.main / evaluate.main, on the prepared demo fixture."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SMOKE_MODEL
+
+import evaluate
+import train
+
+RETRIEVAL_KEYS = {f"{d}_{m}" for d in ("t2v", "v2t") for m in ("r1", "r5", "r10", "medr", "meanr")} | {"n"}
+
+
+def run_train(task, data, out, *extra):
+    return train.main(["--task", task, "--data", str(data), "--output-dir", str(out), "--batch-size", "8",
+                       *extra, *SMOKE_MODEL])
+
+
+@pytest.fixture(scope="module")
+def pretrained(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    metrics = run_train("pretrain", demo_data, out, "--max-steps", "4")
+    assert {"t2v_r1", "v2t_r1"} <= set(metrics) and metrics["n"] == 8  # zero-shot retrieval on val
+    return out
+
+
+def test_pretrain_outputs(pretrained):
+    for name in ("model.safetensors", "config.json", "tokenizer/tokenizer.json", "metrics_val.json"):
+        assert (pretrained / name).exists(), name
+    assert list(pretrained.rglob("events.out.tfevents*")), "no TensorBoard event file"
+    log = [json.loads(line) for line in (pretrained / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4]
+    assert {"train/mlm", "train/mvm", "train/vtm", "train/vtc", "train/lr", "train/grad_norm",
+            "perf/clips_per_s", "perf/data_wait_fraction"} <= set(log[0])
+    assert json.loads((pretrained / "config.json").read_text())["task"] == "pretrain"
+
+
+def test_zero_shot_retrieval_and_qa_mc(pretrained, demo_data, tmp_path):
+    metrics = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint", str(pretrained),
+                             "--zero-shot", "--output", str(tmp_path / "r.json")])
+    assert RETRIEVAL_KEYS <= set(metrics) and metrics["n"] == 10
+    assert metrics["setup"]["zero_shot"] and metrics["setup"]["split_sha256"]
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 10
+    mc = evaluate.main(["--task", "qa-mc", "--data", str(demo_data), "--checkpoint", str(pretrained), "--zero-shot",
+                        "--output", str(tmp_path / "mc.json")])
+    assert 0 <= mc["accuracy"] <= 100 and mc["n"] == 10
+    with pytest.raises(SystemExit, match="trained for 'pretrain'"):
+        evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint", str(pretrained)])
+    with pytest.raises(SystemExit, match="no zero-shot"):
+        evaluate.main(["--task", "qa-oe", "--data", str(demo_data), "--checkpoint", str(pretrained), "--zero-shot"])
+
+
+def test_retrieval_finetune_and_rerank_modes(pretrained, demo_data, tmp_path):
+    out = tmp_path / "ret"
+    run_train("retrieval", demo_data, out, "--max-steps", "3", "--init", str(pretrained))
+    results = {}
+    for k in ("0", "4", "all"):
+        results[k] = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint", str(out),
+                                    "--rerank-k", k, "--output", str(tmp_path / f"{k}.json")])
+        assert RETRIEVAL_KEYS <= set(results[k])
+    assert results["all"]["rerank_k"] == -1 and results["0"]["rerank_k"] == 0
+    # re-ranking only the top-4 cannot move a caption's video from outside the top 4 into it
+    assert results["4"]["t2v_r5"] >= results["0"]["t2v_r5"] - 1e-6 or results["4"]["t2v_r10"] == results["0"]["t2v_r10"]
+    assert results["4"]["t2v_r10"] == results["0"]["t2v_r10"]
+
+
+def test_qa_mc_train_and_evaluate(demo_data, tmp_path):
+    out = tmp_path / "mc"
+    run_train("qa-mc", demo_data, out, "--max-steps", "3")
+    metrics = evaluate.main(["--task", "qa-mc", "--data", str(demo_data), "--checkpoint", str(out)])
+    assert metrics["n"] == 10 and metrics["chance"] == pytest.approx(20.0)
+    assert (out / "eval_qa-mc_test.json").exists()
+
+
+def test_qa_oe_train_and_evaluate_counts_oov(demo_data, tmp_path):
+    out = tmp_path / "oe"
+    run_train("qa-oe", demo_data, out, "--max-steps", "3", "objective.answer_top_k=3")
+    answers = json.loads((out / "answers.json").read_text())
+    assert len(answers) == 3
+    metrics = evaluate.main(["--task", "qa-oe", "--data", str(demo_data), "--checkpoint", str(out)])
+    assert metrics["n_oov"] > 0  # answers outside the 3 kept are counted, not dropped
+    assert metrics["accuracy"] <= 100 * (metrics["n"] - metrics["n_oov"]) / metrics["n"]
+
+
+def test_unprepared_data_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="python -m prepare"):
+        train.main(["--task", "retrieval", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o")])
