@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--output", help="metrics JSON path (default: CKPT/eval_<task>_<split>.json)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of data/eval settings")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # dotted overrides may come before or after flags
 
 
 def split_file_hash(data_dir: Path, kind: str, split: str) -> str | None:

@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 model.width=256")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # dotted overrides may come before or after flags
 
 
 def main(argv: list[str] | None = None) -> dict:

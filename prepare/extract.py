@@ -49,7 +49,6 @@ DEFAULT_TIMEOUT_S = 900
 SUMMARY_FAILURES_SHOWN = 20
 CRASH_REASON = "decoder process crashed"
 DECODER_LOG_FILENAME = "decoder_stderr.log"
-
 DecodeFn = Callable[[str, int, int, int], tuple[list[bytes], dict[str, Any]]]
 
 
@@ -95,8 +94,7 @@ def find_videos(root: Path) -> list[tuple[str, Path]]:
     for directory, subdirs, filenames in os.walk(root, followlinks=True):
         status = os.stat(directory)
         if (status.st_dev, status.st_ino) in visited_dirs:  # a symlink loop
-            subdirs[:] = []
-            continue
+            subdirs[:], filenames = [], []
         visited_dirs.add((status.st_dev, status.st_ino))
         for filename in filenames:
             if os.path.splitext(filename)[1].lower() in VIDEO_EXTENSIONS:
@@ -378,10 +376,9 @@ def _decode_all(tasks: Sequence[tuple[str, Path]], *, frames: int, short_side: i
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_json_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _write_atomically(path: Path, text: str) -> None:
+    path.with_name(path.name + ".tmp").write_text(text, encoding="utf-8")
+    os.replace(path.with_name(path.name + ".tmp"), path)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -444,9 +441,9 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
         "frames_per_video": frames, "short_side": short_side, "jpeg_quality": quality,
         "decoders": dict(decoders), "elapsed_s": round(elapsed, 3), "store": str(store),
     }
-    _write_json_atomically(store / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    _write_atomically(store / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     failed_path = store / "failed.jsonl"
-    _write_json_atomically(failed_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+    _write_atomically(failed_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
     print(format_summary(summary))
     if failures and strict:
         raise ExtractionError(f"--strict: {len(failures)} of {len(videos)} videos failed; see {failed_path}", summary)
@@ -489,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExtractionError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished videos are stored; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

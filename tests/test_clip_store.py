@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from violet.data import clip_store
 from violet.data.clip_store import ClipStore, ClipStoreWriter
 
 SETTINGS = {"frames_per_video": 4, "short_side": 32}
@@ -150,7 +151,7 @@ def test_entries_whose_bytes_are_missing_are_ignored(tmp_path: Path, clips: dict
         assert "lost.mp4" not in writer.done_ids()
 
 
-def test_last_entry_wins_and_shards_roll_over(tmp_path: Path) -> None:
+def test_last_entry_wins_and_shards_roll_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     one_clip_bytes = len(b"".join(clip(0)))
     with ClipStoreWriter(tmp_path, **SETTINGS, shard_bytes=int(one_clip_bytes * 2.5)) as writer:
         for seed in range(5):
@@ -163,6 +164,11 @@ def test_last_entry_wins_and_shards_roll_over(tmp_path: Path) -> None:
     assert store.ids_in_shard("shard-00002.bin") == ["v4.mp4", "v0.mp4"]  # file order, not name order
     assert all(os.path.getsize(tmp_path / s) <= one_clip_bytes * 2.5 for s in store.shards())
     assert store.verify() == []
+    monkeypatch.setattr(clip_store, "MAX_OPEN_FILES", 2)  # least recently used shards get closed
+    store.close()
+    for seed in (1, 2, 4, 3, 1):
+        assert store.read_frames(f"v{seed}.mp4", [2]) == [clip(seed)[2]]
+    assert len(store._handles) == 2
 
 
 class _StoreDataset(Dataset):
