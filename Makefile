@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= demo_data
 DEMO_RUNS ?= demo_runs
-LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# benchmarks/demo_timings.sh sets STAGE_TIMER to time each stage; empty by default.
+STAGE_TIMER ?=
+LAUNCH := $(STAGE_TIMER) $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 # Step budgets that keep the whole demo near 15 minutes on 2 CPU cores.
 PRETRAIN_STEPS ?= 300
 RETRIEVAL_STEPS ?= 250
@@ -22,24 +24,24 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m prepare.demo $(DEMO_DATA) --force
-	$(BIN)/python -m prepare $(DEMO_DATA)
+	$(STAGE_TIMER) $(BIN)/python -m prepare.demo $(DEMO_DATA) --force
+	$(STAGE_TIMER) $(BIN)/python -m prepare $(DEMO_DATA)
 	$(LAUNCH) train.py --task pretrain --data $(DEMO_DATA) --output-dir $(DEMO_RUNS)/pretrain --max-steps $(PRETRAIN_STEPS)
-	$(BIN)/python evaluate.py --task retrieval --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/pretrain --zero-shot \
+	$(STAGE_TIMER) $(BIN)/python evaluate.py --task retrieval --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/pretrain --zero-shot \
 		--output $(DEMO_RUNS)/zero_shot_retrieval.json
-	$(BIN)/python evaluate.py --task qa-mc --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/pretrain --zero-shot \
+	$(STAGE_TIMER) $(BIN)/python evaluate.py --task qa-mc --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/pretrain --zero-shot \
 		--output $(DEMO_RUNS)/zero_shot_qa-mc.json
 	$(LAUNCH) train.py --task retrieval --data $(DEMO_DATA) --output-dir $(DEMO_RUNS)/retrieval \
 		--init $(DEMO_RUNS)/pretrain --max-steps $(RETRIEVAL_STEPS)
-	$(BIN)/python evaluate.py --task retrieval --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/retrieval \
+	$(STAGE_TIMER) $(BIN)/python evaluate.py --task retrieval --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/retrieval \
 		--output $(DEMO_RUNS)/finetuned_retrieval.json
 	$(LAUNCH) train.py --task qa-mc --data $(DEMO_DATA) --output-dir $(DEMO_RUNS)/qa-mc \
 		--init $(DEMO_RUNS)/pretrain --max-steps $(QA_MC_STEPS)
-	$(BIN)/python evaluate.py --task qa-mc --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/qa-mc \
+	$(STAGE_TIMER) $(BIN)/python evaluate.py --task qa-mc --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/qa-mc \
 		--output $(DEMO_RUNS)/finetuned_qa-mc.json
 	$(LAUNCH) train.py --task qa-oe --data $(DEMO_DATA) --output-dir $(DEMO_RUNS)/qa-oe \
 		--init $(DEMO_RUNS)/pretrain --max-steps $(QA_OE_STEPS)
-	$(BIN)/python evaluate.py --task qa-oe --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/qa-oe \
+	$(STAGE_TIMER) $(BIN)/python evaluate.py --task qa-oe --data $(DEMO_DATA) --checkpoint $(DEMO_RUNS)/qa-oe \
 		--output $(DEMO_RUNS)/finetuned_qa-oe.json
 	$(BIN)/python -m violet.report $(DEMO_RUNS) --data $(DEMO_DATA)
 	@echo "TensorBoard: $(BIN)/tensorboard --logdir $(DEMO_RUNS)"

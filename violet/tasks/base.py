@@ -78,6 +78,20 @@ class Task:
         """Tokenize/label a collated batch (runs in DataLoader workers)."""
         raise NotImplementedError
 
+    def predict_rows(
+        self, accelerator: Accelerator, rows: Any, compute: Callable[[dict[str, Any]], dict[str, torch.Tensor]],
+        what: str,
+    ) -> dict[str, torch.Tensor]:
+        """Run `compute` over every row of an evaluation split (clips + this task's text fields), sharded
+        across processes, and return its outputs for all rows in order."""
+        from violet.engine.evaluation import gather_by_index
+
+        loader = accelerator.prepare(
+            self.loader(self.clip_dataset(rows, train=False, num_frames=self.eval_num_frames()),
+                        self.config.train.eval_batch_size, False, make_collate(self.text_fields))
+        )
+        return gather_by_index(accelerator, loader, compute, len(rows), what)
+
     def eval_num_frames(self) -> int:
         return self.config.eval.num_frames or self.config.data.num_frames
 

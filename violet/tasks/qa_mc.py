@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from violet.data.datasets import make_collate
 from violet.data.text import tokenize
-from violet.engine.evaluation import gather_by_index
 from violet.metrics import accuracy
 from violet.tasks.base import Task
 from violet.tasks.registry import register
@@ -56,15 +54,11 @@ class MultipleChoiceQATask(Task):
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
         rows = self.require_split(split)
-        loader = accelerator.prepare(
-            self.loader(self.clip_dataset(rows, train=False, num_frames=self.eval_num_frames()),
-                        self.config.train.eval_batch_size, False, make_collate(self.text_fields))
-        )
-        out = gather_by_index(
-            accelerator, loader,
+        out = self.predict_rows(
+            accelerator, rows,
             lambda batch: {"prediction": self.option_scores(model, batch).argmax(dim=1),
                            "answer": batch["answer_index"]},
-            len(rows), f"{split} qa_mc",
+            f"{split} qa_mc",
         )
         num_options = torch.tensor([len(options) for options in rows["options"]], dtype=torch.float)
         return {

@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from violet.data.datasets import make_collate
 from violet.data.text import tokenize
-from violet.engine.evaluation import gather_by_index
 from violet.metrics import accuracy
 from violet.tasks.base import Task
 from violet.tasks.registry import register
@@ -72,14 +70,10 @@ class OpenEndedQATask(Task):
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
         rows = self.require_split(split)
-        loader = accelerator.prepare(
-            self.loader(self.clip_dataset(rows, train=False, num_frames=self.eval_num_frames()),
-                        self.config.train.eval_batch_size, False, make_collate(self.text_fields))
-        )
-        out = gather_by_index(
-            accelerator, loader,
+        out = self.predict_rows(
+            accelerator, rows,
             lambda batch: {"prediction": self.answer_logits(model, batch).argmax(dim=1), "answer": batch["label"]},
-            len(rows), f"{split} qa_oe",
+            f"{split} qa_oe",
         )
         return {
             "accuracy": accuracy(out["prediction"], out["answer"]), "n": len(rows),
