@@ -141,8 +141,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ValueError(f"{key}: expected a boolean, got {value!r}")
     if annotation in (int, float, str):
         try:
-            if annotation is int and isinstance(value, str) and value.strip().lower() in ("all", "-1"):
-                return -1
+            if key.endswith("rerank_k") and str(value).strip().lower() == "all":
+                return -1  # re-rank every pair, as VIOLET evaluated
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return annotation(value)
