@@ -119,8 +119,11 @@ class Trainer:
         if config.init:
             load_weights(self.model, Path(config.init))
         self.optimizer = build_optimizer(self.model, config)
+        # Accelerate's prepared scheduler advances once per process at every optimizer step, so the schedule is
+        # laid out in process-steps to end exactly at total_steps.
+        scale = accelerator.num_processes
         self.scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, int(train.warmup_ratio * self.total_steps), self.total_steps
+            self.optimizer, int(train.warmup_ratio * self.total_steps) * scale, self.total_steps * scale
         )
         self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
             self.model, self.optimizer, self.train_loader, self.scheduler
