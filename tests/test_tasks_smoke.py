@@ -61,9 +61,9 @@ def test_retrieval_finetune_and_rerank_modes(pretrained, demo_data, tmp_path):
                                     "--rerank-k", k, "--output", str(tmp_path / f"{k}.json")])
         assert RETRIEVAL_KEYS <= set(results[k])
     assert results["all"]["rerank_k"] == -1 and results["0"]["rerank_k"] == 0
-    # re-ranking only the top-4 cannot move a caption's video from outside the top 4 into it
-    assert results["4"]["t2v_r5"] >= results["0"]["t2v_r5"] - 1e-6 or results["4"]["t2v_r10"] == results["0"]["t2v_r10"]
-    assert results["4"]["t2v_r10"] == results["0"]["t2v_r10"]
+    # re-ranking the top 4 only reorders them: which items sit in the top 4 (hence R@5) cannot change
+    for key in ("t2v_r5", "v2t_r5"):
+        assert results["4"][key] == results["0"][key], key
 
 
 def test_qa_mc_train_and_evaluate(demo_data, tmp_path):

@@ -33,10 +33,13 @@ def recall_metrics(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
     }
 
 
-def retrieval_metrics(text_video_scores: torch.Tensor, text_to_video: torch.Tensor) -> dict[str, float]:
+def retrieval_metrics(
+    text_video_scores: torch.Tensor, text_to_video: torch.Tensor, video_text_scores: torch.Tensor | None = None
+) -> dict[str, float]:
     """scores: (num_texts, num_videos); text_to_video[i] = the video of caption i.
 
-    t2v ranks each caption's own video; v2t ranks, for each video, the best of its captions.
+    t2v ranks each caption's own video; v2t ranks, for each video, the best of its captions, using
+    `video_text_scores` (num_videos, num_texts) when the two directions were re-ranked separately.
     """
     num_texts, num_videos = text_video_scores.shape
     if text_to_video.shape[0] != num_texts:
@@ -46,8 +49,9 @@ def retrieval_metrics(text_video_scores: torch.Tensor, text_to_video: torch.Tens
         captions_of_video[video].add(text)
     if any(not captions for captions in captions_of_video):
         raise ValueError("every video in a retrieval evaluation needs at least one caption")
+    v2t_scores = text_video_scores.T if video_text_scores is None else video_text_scores
     t2v = ranks_of_targets(text_video_scores, text_to_video)
-    v2t = ranks_of_targets(text_video_scores.T, captions_of_video)
+    v2t = ranks_of_targets(v2t_scores, captions_of_video)
     return {**recall_metrics(t2v, "t2v"), **recall_metrics(v2t, "v2t"), "n": num_texts, "n_videos": num_videos}
 
 

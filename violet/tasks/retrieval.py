@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from violet.data.datasets import make_collate, unique_videos
 from violet.data.text import tokenize
 from violet.engine.evaluation import gather_by_index, run_sharded
-from violet.metrics import ranks_of_targets, recall_metrics
+from violet.metrics import retrieval_metrics
 from violet.objectives import sample_hard_negatives, vtc_loss, vtm_loss
 from violet.tasks.base import Task, video_keys
 from violet.tasks.registry import register
@@ -121,15 +121,7 @@ class RetrievalTask(Task):
             for v in range(similarity.shape[1]):
                 for t in v2t_top[v].tolist():
                     v2t_scores[v, t] = offset + matched[(t, v)]
-        captions_of_video: list[set[int]] = [set() for _ in range(len(videos))]
-        for text_index, video_index in enumerate(text_to_video.tolist()):
-            captions_of_video[video_index].add(text_index)
-        metrics = {
-            **recall_metrics(ranks_of_targets(t2v_scores, text_to_video), "t2v"),
-            **recall_metrics(ranks_of_targets(v2t_scores, captions_of_video), "v2t"),
-            "n": len(rows), "n_videos": len(videos), "rerank_k": rerank_k,
-        }
-        return metrics
+        return {**retrieval_metrics(t2v_scores, text_to_video, v2t_scores), "rerank_k": rerank_k}
 
 
 class _CaptionRows(torch.utils.data.Dataset):
