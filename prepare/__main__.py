@@ -16,7 +16,13 @@ from typing import Any
 
 import datasets
 
-from prepare.annotations import DEFAULT_ANSWER_TOP_K, AnnotationError, format_summary, positive_int, prepare_annotations
+from prepare.annotations import (
+    DEFAULT_ANSWER_TOP_K,
+    AnnotationError,
+    format_summary,
+    positive_int,
+    prepare_annotations,
+)
 from prepare.layout import videos_dir
 
 
@@ -69,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             strict=args.strict,
         )
-    except Exception as error:  # extract() raises for strict failures and unusable inputs
+    except Exception as error:  # noqa: BLE001 - extract() raises for strict failures and unusable inputs
         print(f"error: frame extraction failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
 

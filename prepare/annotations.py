@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from typing import Any
 import datasets
 
 from prepare.layout import (
-    ANNOTATIONS_DIRNAME,
     ANNOTATION_SUFFIX,
+    ANNOTATIONS_DIRNAME,
     ANSWER_VOCAB_FILENAME,
     HF_DIRNAME,
     KINDS,
@@ -38,8 +39,10 @@ from prepare.layout import (
     default_hf_dir,
     default_store_dir,
     normalize_video_id,
+    segment_clip_id,
     store_index_path,
 )
+from violet.data.clip_store import ClipStore
 
 DEFAULT_ANSWER_TOP_K = 1000
 MAX_INVALID_EXAMPLES = 50
@@ -107,6 +110,48 @@ def _require_video(row: dict[str, Any]) -> str:
     return video_id
 
 
+def _parse_segment(row: dict[str, Any]) -> tuple[float, float] | None:
+    """Optional "start"/"end" seconds: the row is about that segment of its video (DiDeMo, ActivityNet)."""
+    if "start" not in row and "end" not in row:
+        return None
+    bounds = []
+    for name in ("start", "end"):
+        value = _require(row, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidRow(f"{name!r} must be a number of seconds, got {_json_type(value)} {value!r}")
+        bounds.append(float(value))
+    start, end = bounds
+    if start < 0 or end <= start:
+        raise InvalidRow(f"segment start={start:g} end={end:g} must satisfy 0 <= start < end")
+    return start, end
+
+
+def find_segments(data_dir: PathLike) -> dict[str, tuple[str, tuple[float, float]]]:
+    """Clip id -> (video id, (start, end)) for every valid annotation row with a segment, any kind and split.
+
+    Extraction calls this to cut those clips; invalid rows are skipped here and reported by the annotation step.
+    """
+    segments: dict[str, tuple[str, tuple[float, float]]] = {}
+    for kind in KINDS:
+        for split in SPLITS:
+            path = annotation_path(data_dir, kind, split)
+            if not path.is_file():
+                continue
+            with path.open("rb") as annotation_file:
+                for raw_line in annotation_file:
+                    if b'"start"' not in raw_line and b'"end"' not in raw_line:
+                        continue  # most rows: no JSON parsing needed
+                    try:
+                        row = json.loads(raw_line.decode("utf-8").strip().removeprefix("\ufeff"))
+                        span = _parse_segment(row) if isinstance(row, dict) else None
+                        if span is not None:
+                            video = _require_video(row)
+                            segments[segment_clip_id(video, *span)] = (video, span)
+                    except (ValueError, InvalidRow):
+                        continue
+    return segments
+
+
 def _parse_caption(row: dict[str, Any]) -> dict[str, Any]:
     return {"video": _require_video(row), "caption": _require_text(row, "caption")}
 
@@ -159,6 +204,8 @@ class SplitFile:
     invalid_messages: list[str] = field(default_factory=list)
     missing_video: int = 0
     missing_video_examples: list[str] = field(default_factory=list)
+    duplicates: int = 0  # rows identical to an earlier row of the file: kept, but reported
+    duplicate_examples: list[str] = field(default_factory=list)
     oov: int | None = None
 
     def stats(self) -> dict[str, Any]:
@@ -166,6 +213,7 @@ class SplitFile:
             "path": self.relative_path, "sha256": self.sha256, "rows_read": self.rows_read,
             "kept": len(self.rows), "invalid": len(self.invalid_messages), "missing_video": self.missing_video,
             "missing_video_examples": self.missing_video_examples,
+            "duplicates": self.duplicates, "duplicate_examples": self.duplicate_examples,
         }
         if self.kind == "qa_oe":
             stats["oov"] = self.oov
@@ -192,10 +240,15 @@ def stored_video_ids(store_dir: PathLike) -> set[str]:
     return video_ids
 
 
-def read_annotation_file(path: Path, kind: str, split: str, video_ids: set[str]) -> SplitFile:
-    """Read, validate and filter one ``{kind}_{split}.jsonl`` file."""
+def read_annotation_file(path: Path, kind: str, split: str, video_ids: Container[str]) -> SplitFile:
+    """Read, validate and filter one ``{kind}_{split}.jsonl`` file.
+
+    A row with "start"/"end" seconds refers to the clip of that segment (``segment_clip_id``). Rows identical
+    to an earlier row are kept (QA sets repeat questions on purpose) but reported as ``file:line``.
+    """
     result = SplitFile(kind, split, f"{ANNOTATIONS_DIRNAME}/{path.name}")
     parse_row = ROW_PARSERS[kind]
+    first_line_of: dict[bytes, int] = {}  # digest of a parsed row -> its first line
     hasher = hashlib.sha256()
     with path.open("rb") as annotation_file:
         for line_number, raw_line in enumerate(annotation_file, start=1):
@@ -217,6 +270,9 @@ def read_annotation_file(path: Path, kind: str, split: str, video_ids: set[str])
                 if not isinstance(row, dict):
                     raise InvalidRow(f"expected a JSON object, got {_json_type(row)}")
                 record = parse_row(row)
+                span = _parse_segment(row)
+                if span is not None:
+                    record["video"] = segment_clip_id(record["video"], *span)
             except InvalidRow as problem:
                 result.invalid_messages.append(f"{result.relative_path}:{line_number}: {problem}")
                 continue
@@ -225,6 +281,12 @@ def read_annotation_file(path: Path, kind: str, split: str, video_ids: set[str])
                 if len(result.missing_video_examples) < MAX_MISSING_VIDEO_EXAMPLES:
                     result.missing_video_examples.append(record["video"])
                 continue
+            digest = hashlib.blake2b(json.dumps(record, sort_keys=True).encode("utf-8"), digest_size=16).digest()
+            first = first_line_of.setdefault(digest, line_number)
+            if first != line_number:
+                result.duplicates += 1
+                if len(result.duplicate_examples) < MAX_MISSING_VIDEO_EXAMPLES:
+                    result.duplicate_examples.append(f"{result.relative_path}:{line_number}: same as line {first}")
             record["line"] = line_number
             result.rows.append(record)
     result.sha256 = hasher.hexdigest()
@@ -317,7 +379,9 @@ def prepare_annotations(data_dir: PathLike, *, store_dir: PathLike | None = None
                               f"{{train,val,test}}.jsonl in {where}, which {detail}{hint}")
 
     try:
-        video_ids = stored_video_ids(store_dir)
+        # The store's memory-mapped lookup answers membership for millions of clips without a Python set.
+        video_ids: Container[str] = ClipStore(store_dir) if (store_dir / "store.json").is_file() \
+            else stored_video_ids(store_dir)
     except FileNotFoundError as error:
         raise AnnotationError(str(error)) from None
 
@@ -419,6 +483,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [f"missing: {line}" for line in describe_missing(summary["missing_files"])]
     for kind, splits in summary["kinds"].items():
         for split, stats in splits.items():
+            if stats.get("duplicates"):
+                lines.append(f"{kind}/{split}: {stats['duplicates']} row(s) repeat an earlier row (kept; e.g. "
+                             f"{'; '.join(stats['duplicate_examples'][:2])})")
             if stats["missing_video"]:
                 lines.append(f"{kind}/{split}: {stats['missing_video']} row(s) dropped, video not in clip store "
                              f"(e.g. {', '.join(stats['missing_video_examples'])})")

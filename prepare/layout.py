@@ -68,3 +68,12 @@ def normalize_video_id(video: str) -> str:
     """
     parts = video.replace("\\", "/").split("/")
     return "/".join(part for part in parts if part not in ("", "."))
+
+
+def segment_clip_id(video: str, start: float, end: float) -> str:
+    """Id of the clip holding seconds [start, end) of `video`, in Media Fragments form: "a/b.mp4#t=1.500,9.000".
+
+    Extraction and annotation preparation both derive it from the row, so they agree without a table; three
+    decimals (milliseconds) make the same row always give the same id.
+    """
+    return f"{normalize_video_id(video)}#t={start:.3f},{end:.3f}"

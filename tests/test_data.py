@@ -47,7 +47,7 @@ def test_decode_uses_one_crop_for_all_frames():
     array = np.zeros((80, 120, 3), dtype=np.uint8)
     array[:, 60:] = 255
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
+    Image.fromarray(array).save(buffer, "JPEG", quality=95)  # the clip store holds JPEG only
     data = buffer.getvalue()
     clip = decode_clip([data, data], size=24, train=True, rng=random.Random(3), scale_min=0.3)
     assert torch.equal(clip[0], clip[1])

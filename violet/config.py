@@ -35,14 +35,70 @@ class ModelConfig:
     dropout: float = 0.0
     grad_checkpointing: bool = False
     tokenizer: str = ""  # a local directory with a BERT vocab; "" = the uncased vocab shipped in violet/assets
+    # --- model family (docs/models.md) ---
+    video_encoder: str = "vit"  # vit: tubelet ViT | swin: Video Swin (3D shifted windows, torchvision layout)
+    video_pos: str = "learned"  # vit only: learned (factorised space + time) | sincos (VideoMAE's fixed joint table)
+    norm_first: bool = True  # False: BERT's post-norm blocks for text/fusion (VIOLET's fusion starts from BERT)
+    swin_embed_dim: int = 96  # Video Swin stage-1 width; the last stage is embed_dim * 2^(stages-1)
+    swin_depths: str = "2,2,6,2"  # blocks per stage (comma-separated)
+    swin_heads: str = "3,6,12,24"
+    swin_window: str = "8,7,7"  # time, height, width of the attention window in tokens
+    drop_path: float = 0.0  # Video Swin stochastic depth (0.1 in the Kinetics recipe; 0 keeps tests deterministic)
+    # MAE-style masked visual modelling (SimVTP): > 0 = masked tubes never enter the encoder, a decoder of this
+    # depth reconstructs them; 0 = VIOLET-style mask tokens in the encoder and a linear MVM head on fusion outputs.
+    decoder_depth: int = 0
+    decoder_width: int = 384
+    decoder_heads: int = 6
+    # Pretrained initialisation from local files, applied when the model is built (violet/models/pretrained.py).
+    video_init: str = ""  # timm ViT/Swin (2D, inflated), torchvision Swin3D, Video Swin or VideoMAE checkpoint
+    text_init: str = ""  # a local directory `transformers.BertModel.from_pretrained` reads
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
+        if self.video_encoder not in ("vit", "swin"):
+            raise ValueError(f"model.video_encoder must be vit|swin, got {self.video_encoder!r}")
+        if self.video_pos not in ("learned", "sincos"):
+            raise ValueError(f"model.video_pos must be learned|sincos, got {self.video_pos!r}")
+        if self.video_encoder == "swin":
+            if self.decoder_depth:
+                raise ValueError("model.decoder_depth > 0 (MAE-style MVM) needs video_encoder=vit: Swin needs the full grid")
+            if not len(self.swin_depths_list) == len(self.swin_heads_list) >= 1 or len(self.swin_window_list) != 3:
+                raise ValueError("model.swin_depths and swin_heads need one entry per stage; swin_window three")
+            if self.image_size % self.video_region:
+                raise ValueError(f"model.image_size={self.image_size} must be a multiple of {self.video_region} "
+                                 "(patch_size x 2^(stages-1) for Video Swin)")
+        if self.decoder_depth and self.decoder_width % self.decoder_heads:
+            raise ValueError("model.decoder_width must be divisible by model.decoder_heads")
+        if self.video_depth == 0 and self.video_encoder == "vit" and self.fusion_depth == 0:
+            raise ValueError("model.video_depth=0 encodes video with the fusion stack, so fusion_depth must be > 0")
         if self.image_size % self.patch_size:
             raise ValueError(f"model.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
         if self.max_frames % self.tubelet:
             raise ValueError(f"model.max_frames={self.max_frames} must be a multiple of tubelet={self.tubelet}")
+
+    @staticmethod
+    def _ints(text: str) -> list[int]:
+        return [int(part) for part in text.split(",") if part.strip()]
+
+    @property
+    def swin_depths_list(self) -> list[int]:
+        return self._ints(self.swin_depths)
+
+    @property
+    def swin_heads_list(self) -> list[int]:
+        return self._ints(self.swin_heads)
+
+    @property
+    def swin_window_list(self) -> list[int]:
+        return self._ints(self.swin_window)
+
+    @property
+    def video_region(self) -> int:
+        """Pixels (per side) one output video token covers: the patch, times Swin's patch merging."""
+        if self.video_encoder == "swin":
+            return self.patch_size * 2 ** (len(self.swin_depths_list) - 1)
+        return self.patch_size
 
     @property
     def hidden_size(self) -> int:
@@ -55,9 +111,21 @@ class DataConfig:
     data_dir: str = ""
     num_frames: int = 4  # frames per clip fed to the model (sampled from the frames kept in the clip store)
     num_workers: int = 2
-    train_augment: bool = True  # random resized crop (no flip: it would make "left"/"right" captions lie)
+    train_augment: bool = True  # random resized crop
     crop_scale_min: float = 0.6
+    horizontal_flip: bool = False  # off: mirrored clips would make "left"/"right" in captions and answers lie
     max_bad_samples: int = 100  # training skips unreadable clips, logs each, and stops past this many
+    # Streaming: read the clip store shard by shard (rows split across ranks and workers, a shuffle buffer,
+    # a position saved in checkpoints) instead of random access; for corpora larger than RAM or local disk.
+    streaming: bool = False
+    shuffle_buffer: int = 2048  # rows mixed in each worker's shuffle window (streaming only)
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1 or self.num_workers < 0 or self.shuffle_buffer < 1:
+            raise ValueError(f"data.num_frames={self.num_frames} and data.shuffle_buffer={self.shuffle_buffer} "
+                             f"must be >= 1, data.num_workers={self.num_workers} >= 0")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"data.crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
 
 
 @dataclass
@@ -97,6 +165,14 @@ class ObjectiveConfig:
     mlm_prob: float = 0.15
     mvm_ratio: float = 0.3  # fraction of video patches replaced by a mask token for MVM
     vtm_hard_negatives: bool = True  # sample VTM negatives from VTC similarities, as ALBEF/VIOLET do
+    # With model.decoder_depth > 0 (SimVTP) mvm_ratio is the fraction of tubes hidden from the encoder (0.9).
+    mvm_target: str = "pixel"  # pixel (per-patch-normalised) | hog (MaskFeat-style) | vq (frozen image tokenizer)
+    hog_bins: int = 9  # orientation bins per HOG cell
+    hog_cell: int = 8  # HOG cell size in pixels; must divide the region one video token covers
+    vq_tokenizer: str = ""  # mvm_target=vq: a TorchScript (.pt/.ts) or torch.export (.pt2) image tokenizer file
+    # "global": negatives drawn from the whole global batch (world-size invariant: 2 ranks x B == 1 rank x 2B;
+    # gathers token tensors across ranks). "local": from this rank's batch only (ALBEF; no token gather).
+    vtm_negatives: str = "global"
     answer_top_k: int = 0  # 0 = the answer vocabulary prepared with the data
 
 

@@ -5,40 +5,45 @@ Layout of a store directory ROOT::
     ROOT/store.json          {"format": "violet-clip-store", "version": 1, frames_per_video, short_side, jpeg_quality}
     ROOT/shard-00000.bin     concatenated JPEG bytes; every frame of a clip is contiguous
     ROOT/index.jsonl         one JSON object per stored clip (see ``ClipStoreWriter.add``)
+    ROOT/lookup/             the same, compiled to sorted memory-mapped columns (see store_index.py)
 
 Crash safety comes from the write order: a clip's bytes are written and fsynced
 before its index line is appended, and every writer session starts a new shard.
 A crash can therefore only leave unindexed bytes at the end of a shard or a
 truncated last index line, both of which readers and writers ignore.
 
-The reader keeps its index in a few numpy arrays and one bytes blob (no Python
-object per clip), so forked DataLoader workers share it copy-on-write instead of
-slowly duplicating it through reference-count updates.
+The reader memory-maps the compiled lookup columns (no Python object per clip), so
+opening a store of millions of clips is instant and every DataLoader worker shares
+the same pages instead of each parsing and holding its own copy of the index.
 """
 
 from __future__ import annotations
 
-import bisect
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import re
 import zlib
-from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-import numpy as np
+from violet.data.store_index import (
+    INDEX_FILENAME,
+    LOOKUP_DIRNAME,
+    ClipLocation,
+    StoreIndex,
+    compile_lookup,
+)
 
 logger = logging.getLogger(__name__)
 
 STORE_FORMAT = "violet-clip-store"
 STORE_VERSION = 1
 SETTINGS_FILENAME = "store.json"
-INDEX_FILENAME = "index.jsonl"
 LOCK_FILENAME = ".writer.lock"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.bin$")
 JPEG_START = b"\xff\xd8"
@@ -70,46 +75,6 @@ def _read_settings(root: Path) -> dict[str, Any] | None:
     return settings
 
 
-def _scan_index(root: Path) -> Iterator[tuple[dict[str, Any], int, int]]:
-    """Yield ``(entry, line_offset, line_length)`` for each complete, well-formed line of index.jsonl.
-
-    Only entries whose bytes are fully present in their shard are yielded: an entry
-    pointing past the end of its shard (a shard lost or copied partially) is logged
-    and skipped, so that the writer re-extracts the clip and the reader never serves it.
-    """
-    index_path = root / INDEX_FILENAME
-    if not index_path.is_file():
-        return
-    shard_sizes: dict[str, int] = {}
-    dropped = 0
-    with index_path.open("rb") as index_file:
-        line_offset = 0
-        for line_number, raw_line in enumerate(index_file, start=1):
-            this_offset, line_offset = line_offset, line_offset + len(raw_line)
-            if not raw_line.endswith(b"\n"):
-                # Only the last line can lack its newline: a crash while appending it.
-                logger.warning("%s: ignoring truncated last line %d (from an interrupted write)",
-                               index_path, line_number)
-                break
-            if not raw_line.strip():
-                continue
-            try:
-                entry = json.loads(raw_line)
-                shard, offset, total = entry["shard"], int(entry["offset"]), sum(entry["frame_lengths"])
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"{index_path}:{line_number}: corrupt index line ({error}); "
-                                 f"the store needs repair") from error
-            if shard not in shard_sizes:
-                shard_path = root / shard
-                shard_sizes[shard] = shard_path.stat().st_size if shard_path.is_file() else -1
-            if offset + total > shard_sizes[shard]:
-                dropped += 1
-                continue
-            yield entry, this_offset, len(raw_line)
-    if dropped:
-        logger.warning("%s: ignored %d index entries whose shard bytes are missing", index_path, dropped)
-
-
 class ClipStoreWriter:
     """Appends clips to a store; the single writer of a store (enforced with a lock file).
 
@@ -138,10 +103,11 @@ class ClipStoreWriter:
         try:
             self._check_or_write_settings()
             self._drop_truncated_index_tail()
-            self._done = {entry["video"] for entry, _, _ in _scan_index(self.root)}
+            self._existing = StoreIndex(self.root)
         except BaseException:
             self._lock_file.close()
             raise
+        self._added: dict[str, tuple[int, int]] = {}  # this session's clips -> (src_size, src_mtime_ns)
         existing = [int(m.group(1)) for p in self.root.iterdir() if (m := SHARD_PATTERN.match(p.name))]
         # A new shard number per session: old shards may end in unindexed garbage from a crash.
         self._next_shard_number = max(existing, default=-1) + 1
@@ -153,7 +119,8 @@ class ClipStoreWriter:
     def _check_or_write_settings(self) -> None:
         existing = _read_settings(self.root)
         if existing is None:
-            leftovers = [p.name for p in self.root.iterdir() if p.name == INDEX_FILENAME or SHARD_PATTERN.match(p.name)]
+            leftovers = [p.name for p in self.root.iterdir()
+                         if p.name in (INDEX_FILENAME, LOOKUP_DIRNAME) or SHARD_PATTERN.match(p.name)]
             if leftovers:
                 raise ValueError(f"{self.root} holds clip store files {sorted(leftovers)[:3]} but no "
                                  f"{SETTINGS_FILENAME}; refusing to guess its settings")
@@ -191,8 +158,18 @@ class ClipStoreWriter:
                 index_file.truncate(position)
 
     def done_ids(self) -> set[str]:
-        """Ids already stored (readable), including those added in this session."""
-        return set(self._done)
+        """Ids already stored (readable), including those added in this session (a Python set: small stores)."""
+        return set(self._existing.all_ids()) | set(self._added)
+
+    def stored_source(self, video_id: str) -> tuple[int, int] | None:
+        """``(src_size, src_mtime_ns)`` recorded for a stored clip (-1 when unknown), or None if not stored.
+
+        O(log n) on the compiled index: extraction asks this once per video instead of loading every id.
+        """
+        if video_id in self._added:
+            return self._added[video_id]
+        location = self._existing.locate(video_id)
+        return None if location is None else (location.src_size, location.src_mtime_ns)
 
     def _open_next_shard(self) -> None:
         self._close_shard()
@@ -251,7 +228,7 @@ class ClipStoreWriter:
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
         self._index_file.write(line)
         self._index_file.flush()
-        self._done.add(video_id)
+        self._added[video_id] = (int(meta.get("src_size", -1)), int(meta.get("src_mtime_ns", -1)))
         return entry
 
     def close(self) -> None:
@@ -263,26 +240,16 @@ class ClipStoreWriter:
         if self.fsync:
             os.fsync(self._index_file.fileno())
         self._index_file.close()
-        self._lock_file.close()  # releases the flock
+        try:
+            compile_lookup(self.root)  # still under the lock: no other writer appends meanwhile
+        finally:
+            self._lock_file.close()  # releases the flock
 
-    def __enter__(self) -> ClipStoreWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _SortedIds(Sequence[bytes]):
-    """The sorted ids as a sequence view over one bytes blob, for ``bisect``."""
-
-    def __init__(self, blob: bytes, starts: np.ndarray) -> None:
-        self.blob, self.starts = blob, starts
-
-    def __len__(self) -> int:
-        return len(self.starts) - 1
-
-    def __getitem__(self, row: int) -> bytes:  # type: ignore[override]
-        return self.blob[self.starts[row]:self.starts[row + 1]]
 
 
 class ClipStore:
@@ -297,78 +264,38 @@ class ClipStore:
         self.settings = settings
         self.frames_per_video: int = settings["frames_per_video"]
         self.short_side: int = settings["short_side"]
-        self._load_index()
+        self._index = StoreIndex(self.root)
         self._handles: dict[str, int] = {}
         self._handles_pid = os.getpid()
 
-    def _load_index(self) -> None:
-        # Parsed straight into typed columns: a dict per entry would cost ~1 KB each while loading.
-        row_of: dict[str, int] = {}  # last wins: a re-extracted video points at its newest row
-        shard_numbers: dict[str, int] = {}
-        shard, offset, crc32, line_offset, line_length = (array("q") for _ in range(5))
-        frame_lengths, lengths_start = array("i"), array("q", [0])
-        for entry, entry_line_offset, entry_line_length in _scan_index(self.root):
-            row_of[entry["video"]] = len(shard)
-            shard.append(shard_numbers.setdefault(entry["shard"], len(shard_numbers)))
-            offset.append(entry["offset"])
-            crc32.append(entry["crc32"])
-            line_offset.append(entry_line_offset)
-            line_length.append(entry_line_length)
-            frame_lengths.extend(entry["frame_lengths"])
-            lengths_start.append(len(frame_lengths))
-        # UTF-8 byte order equals code point order, so sorting bytes sorts the ids as str.
-        encoded = sorted((video.encode("utf-8"), row) for video, row in row_of.items())
-        rows = np.fromiter((row for _, row in encoded), dtype=np.int64, count=len(encoded))
-        self._shard_names = list(shard_numbers)
-        self._shard = np.frombuffer(shard, dtype=np.int64)[rows].astype(np.int32)
-        self._offset = np.frombuffer(offset, dtype=np.int64)[rows]
-        self._crc32 = np.frombuffer(crc32, dtype=np.int64)[rows].astype(np.uint32)
-        self._line_offset = np.frombuffer(line_offset, dtype=np.int64)[rows]
-        self._line_length = np.frombuffer(line_length, dtype=np.int64)[rows].astype(np.int32)
-        # Gather each kept row's frame lengths, in id order, into one flat array.
-        all_starts = np.frombuffer(lengths_start, dtype=np.int64)
-        counts = all_starts[rows + 1] - all_starts[rows]
-        self._lengths_start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        positions = np.repeat(all_starts[rows] - self._lengths_start[:-1], counts) + np.arange(counts.sum())
-        self._frame_lengths = np.frombuffer(frame_lengths, dtype=np.int32)[positions].copy()
-        id_lengths = np.fromiter((len(video) for video, _ in encoded), dtype=np.int64, count=len(encoded))
-        self._id_starts = np.concatenate(([0], np.cumsum(id_lengths))).astype(np.int64)
-        self._ids = _SortedIds(b"".join(video for video, _ in encoded), self._id_starts)
-
     # ---- lookup -------------------------------------------------------------------------------
-    def _row(self, video_id: str) -> int:
-        key = video_id.encode("utf-8")
-        row = bisect.bisect_left(self._ids, key)
-        if row == len(self._ids) or self._ids[row] != key:
+    def locate(self, video_id: str) -> ClipLocation:
+        location = self._index.locate(video_id)
+        if location is None:
             raise KeyError(f"video {video_id!r} is not in the clip store {self.root} "
                            f"({len(self)} videos; was it extracted, or did it fail? see failed.jsonl)")
-        return row
+        return location
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._index)
 
     def __contains__(self, video_id: object) -> bool:
-        if not isinstance(video_id, str):
-            return False
-        key = video_id.encode("utf-8")
-        row = bisect.bisect_left(self._ids, key)
-        return row < len(self._ids) and self._ids[row] == key
+        return isinstance(video_id, str) and self._index.locate(video_id) is not None
 
     def ids(self) -> list[str]:
-        return [self._ids[row].decode("utf-8") for row in range(len(self._ids))]
+        return self._index.all_ids()
 
     def num_frames(self, video_id: str) -> int:
-        row = self._row(video_id)
-        return int(self._lengths_start[row + 1] - self._lengths_start[row])
+        return len(self.locate(video_id).frame_lengths)
 
     def meta(self, video_id: str) -> dict[str, Any]:
         """The clip's full index entry, re-read from index.jsonl (kept out of memory on purpose)."""
-        row = self._row(video_id)
-        line = os.pread(self._fd(INDEX_FILENAME), int(self._line_length[row]), int(self._line_offset[row]))
+        location = self.locate(video_id)
+        line = os.pread(self._fd(INDEX_FILENAME), location.line_length, location.line_offset)
         entry = json.loads(line)
         if entry.get("video") != video_id:
             raise RuntimeError(f"{self.root / INDEX_FILENAME} changed since it was loaded "
-                               f"(expected {video_id!r} at byte {self._line_offset[row]}); reopen the ClipStore")
+                               f"(expected {video_id!r} at byte {location.line_offset}); reopen the ClipStore")
         return entry
 
     # ---- reading ------------------------------------------------------------------------------
@@ -395,8 +322,8 @@ class ClipStore:
 
         One ``pread`` covers the contiguous range from the first to the last requested frame.
         """
-        row = self._row(video_id)
-        lengths = self._frame_lengths[self._lengths_start[row]:self._lengths_start[row + 1]].tolist()
+        location = self.locate(video_id)
+        lengths = location.frame_lengths
         count = len(lengths)
         wanted = list(range(count)) if indices is None else [int(i) for i in indices]
         for index in wanted:
@@ -407,8 +334,8 @@ class ClipStore:
         starts = list(accumulate(lengths, initial=0))  # byte offset of each frame within the clip
         first, last = min(wanted), max(wanted)
         size = starts[last + 1] - starts[first]
-        shard = self._shard_names[self._shard[row]]
-        data = os.pread(self._fd(shard), size, int(self._offset[row]) + starts[first])
+        shard = location.shard
+        data = os.pread(self._fd(shard), size, location.offset + starts[first])
         if len(data) != size:
             raise OSError(f"short read of video {video_id!r} from {shard}: {len(data)} of {size} bytes; "
                           f"run ClipStore.verify()")
@@ -417,38 +344,30 @@ class ClipStore:
 
     # ---- shard-sequential access (streaming) --------------------------------------------------
     def shards(self) -> list[str]:
-        return list(self._shard_names)
+        return self._index.shards()
 
     def ids_in_shard(self, shard: str) -> list[str]:
         """Ids stored in one shard, in file order, so a streaming reader reads it front to back."""
-        number = self._shard_names.index(shard)
-        rows = np.flatnonzero(self._shard == number)
-        rows = rows[np.argsort(self._offset[rows], kind="stable")]
-        return [self._ids[int(row)].decode("utf-8") for row in rows]
+        return self._index.ids_in_shard(shard)
 
     # ---- integrity ----------------------------------------------------------------------------
     def verify(self, video_id: str | None = None) -> list[str]:
         """Check shard bounds, crc32 and JPEG markers; return one message per problem (empty = fine)."""
-        if video_id is not None:
-            video_ids = [video_id]
-        else:
-            video_ids = [v for shard in self._shard_names for v in self.ids_in_shard(shard)]
+        video_ids = [video_id] if video_id is not None else [v for s in self.shards() for v in self.ids_in_shard(s)]
         problems: list[str] = []
         for video in video_ids:
-            row = self._row(video)
-            shard = self._shard_names[self._shard[row]]
-            shard_path = self.root / shard
-            lengths = self._frame_lengths[self._lengths_start[row]:self._lengths_start[row + 1]]
-            end = int(self._offset[row]) + int(lengths.sum(dtype=np.int64))
+            location = self.locate(video)
+            shard_path = self.root / location.shard
+            end = location.offset + sum(location.frame_lengths)
             if not shard_path.is_file():
-                problems.append(f"{video}: shard {shard} is missing")
+                problems.append(f"{video}: shard {location.shard} is missing")
                 continue
             if end > shard_path.stat().st_size:
-                problems.append(f"{video}: bytes {self._offset[row]}..{end} lie beyond the end of {shard}")
+                problems.append(f"{video}: bytes {location.offset}..{end} lie beyond the end of {location.shard}")
                 continue
             frames = self.read_frames(video)
-            if zlib.crc32(b"".join(frames)) != int(self._crc32[row]):
-                problems.append(f"{video}: crc32 mismatch in {shard} at offset {self._offset[row]}")
+            if zlib.crc32(b"".join(frames)) != location.crc32:
+                problems.append(f"{video}: crc32 mismatch in {location.shard} at offset {location.offset}")
             bad = [i for i, jpeg in enumerate(frames) if not (jpeg.startswith(JPEG_START) and jpeg.endswith(JPEG_END))]
             if bad:
                 problems.append(f"{video}: frames {bad} lack JPEG start/end markers")
@@ -468,17 +387,15 @@ class ClipStore:
         self.__dict__.update(state)
         self._handles_pid = os.getpid()
 
-    def __enter__(self) -> ClipStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: os may already be gone
             self.close()
-        except Exception:  # interpreter shutdown: os may already be gone
-            pass
 
     def __repr__(self) -> str:
-        return f"ClipStore({str(self.root)!r}, videos={len(self)}, shards={len(self._shard_names)})"
+        return f"ClipStore({str(self.root)!r}, videos={len(self)}, shards={len(self.shards())})"

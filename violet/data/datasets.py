@@ -1,19 +1,23 @@
 """Map-style datasets joining annotation rows (HF Datasets, memory-mapped Arrow) with clips from the store."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import datasets
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from violet.data.clip_store import ClipStore
 from violet.data.video import decode_clip, sample_frame_indices
 
 logger = logging.getLogger(__name__)
+M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 64 * 1024
 
 
 class ClipDataset(Dataset):
@@ -33,6 +37,7 @@ class ClipDataset(Dataset):
         train: bool,
         crop_scale_min: float = 1.0,
         seed: int = 0,
+        flip: bool = False,
     ) -> None:
         self.rows = rows
         self.store = ClipStore(store_dir)
@@ -41,30 +46,79 @@ class ClipDataset(Dataset):
         self.train = train
         self.crop_scale_min = crop_scale_min
         self.seed = seed
+        self.flip = flip
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """New random frames and crops each epoch (train loaders are not persistent, so workers see this)."""
+        """The epoch used for keys that arrive without one (map-style loaders without an EpochShuffleSampler).
+
+        Persistent DataLoader workers hold their own copy of the dataset and never see this call: training
+        loaders therefore pass the epoch inside each key, as ``(epoch, index)`` from EpochShuffleSampler.
+        """
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         row = dict(self.rows[index])
         row["index"] = index
         # Seeded by (seed, epoch, row) rather than a worker's RNG stream, so the clip a row yields does not
         # depend on worker count or on batches skipped when resuming mid-epoch.
-        rng = random.Random(f"{self.seed}-{self.epoch}-{index}") if self.train else None
+        rng = random.Random(f"{self.seed}-{epoch}-{index}") if self.train else None
         try:
-            stored = self.store.num_frames(row["video"])
-            indices = sample_frame_indices(stored, self.num_frames, self.train, rng)
-            jpegs = self.store.read_frames(row["video"], indices)
-            row["frames"] = decode_clip(jpegs, self.size, self.train, rng, self.crop_scale_min)
+            row["frames"] = self.load_clip(row["video"], rng)
         except (OSError, ValueError, KeyError, IndexError) as error:
             logger.warning("skipping clip %r (row %d): %s", row["video"], index, error)
             row["error"] = f"{row['video']}: {type(error).__name__}: {error}"
         return row
+
+    def load_clip(self, video: str, rng: random.Random | None) -> torch.Tensor:
+        """Sample, read and decode one clip: uint8 (T, 3, S, S)."""
+        indices = sample_frame_indices(self.store.num_frames(video), self.num_frames, self.train, rng)
+        jpegs = self.store.read_frames(video, indices)
+        return decode_clip(jpegs, self.size, self.train, rng, self.crop_scale_min, self.flip)
+
+
+def steady_memory_worker_init(worker_id: int) -> None:
+    """DataLoader `worker_init_fn` that keeps a worker's memory flat over epochs (glibc only; no-op elsewhere).
+
+    glibc raises its mmap threshold each time a large block is freed, after which clip-sized buffers come from
+    the heap and fragment it: measured, each worker grew by ~25 MB per epoch for several epochs. A fixed
+    threshold returns such buffers to the OS when freed (worker memory measured flat, see docs/benchmarks.md).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+class EpochShuffleSampler(Sampler):
+    """Shuffles row indices with a permutation seeded by (seed, epoch) and yields ``(epoch, index)`` keys.
+
+    The sampler runs in the main process, so the epoch reaches persistent workers inside each key; and the
+    order depends only on (seed, epoch), so every rank draws the same permutation (Accelerate then gives each
+    rank its slice of the batches) and a resumed run skipping the first batches sees the same order.
+    """
+
+    def __init__(self, num_rows: int, seed: int = 0) -> None:
+        self.num_rows = num_rows
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        epoch = self.epoch
+        for index in torch.randperm(self.num_rows, generator=generator).tolist():
+            yield epoch, index
 
 
 def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -74,7 +128,9 @@ def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         batch["index"] = torch.empty(0, dtype=torch.long)
         return batch
-    batch["frames"] = torch.stack([sample["frames"] for sample in good])
+    # default_collate stacks straight into shared memory inside a worker: no extra copy on the way to the main
+    # process, and no batch-sized heap blocks whose reuse would fragment the worker's memory epoch after epoch.
+    batch["frames"] = default_collate([sample["frames"] for sample in good])
     batch["index"] = torch.tensor([sample["index"] for sample in good], dtype=torch.long)
     for key in good[0]:
         if key not in ("frames", "index"):

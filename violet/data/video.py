@@ -1,12 +1,21 @@
-"""Frame sampling and JPEG decoding for clips read from the clip store; output is uint8 (T, 3, S, S)."""
+"""Frame sampling and JPEG decoding for clips read from the clip store; output is uint8 (T, 3, S, S).
+
+Decoding uses simplejpeg (libjpeg-turbo) and asks it for the smallest DCT-domain scale (1/8 ... 8/8) that
+still covers the crop at the output size, so a 256-px stored frame feeding a 64-px model is decoded at
+1/4 size instead of decoded in full and thrown away. Cropping, resizing and flipping then run on uint8
+tensors, one call for the whole clip.
+"""
 from __future__ import annotations
 
-import io
+import itertools
+import math
 import random
+import threading
 
 import numpy as np
+import simplejpeg
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 
 def sample_frame_indices(num_stored: int, num_frames: int, train: bool, rng: random.Random | None = None) -> list[int]:
@@ -20,7 +29,7 @@ def sample_frame_indices(num_stored: int, num_frames: int, train: bool, rng: ran
         raise ValueError("a clip with no stored frames cannot be sampled")
     edges = np.linspace(0, num_stored, num_frames + 1)
     indices = []
-    for start, end in zip(edges[:-1], edges[1:]):
+    for start, end in itertools.pairwise(edges):
         if train and rng is not None and int(end) - int(start) > 1:
             indices.append(rng.randrange(int(start), int(end)))
         else:
@@ -29,10 +38,10 @@ def sample_frame_indices(num_stored: int, num_frames: int, train: bool, rng: ran
 
 
 def crop_box(width: int, height: int, train: bool, rng: random.Random | None, scale_min: float) -> tuple[float, ...]:
-    """A square box to crop: the centre square for evaluation, a random square of random scale for training.
+    """A square box (left, top, right, bottom) to crop: the centre square for evaluation, a random square of
+    random area scale in [scale_min, 1] of the largest square for training.
 
-    One box serves every frame of the clip, so motion is preserved. No flips: "left"/"right" in captions
-    would become wrong.
+    One box serves every frame of the clip, so motion is preserved.
     """
     side = min(width, height)
     if train and rng is not None:
@@ -45,18 +54,81 @@ def crop_box(width: int, height: int, train: bool, rng: random.Random | None, sc
     return (left, top, left + side, top + side)
 
 
+class _Scratch(threading.local):
+    """One growing decode buffer per thread, reused for every clip.
+
+    Random crops change the DCT scale, so decoded frames change size from clip to clip; fresh arrays of varying
+    sizes fragment the worker's heap until its memory has grown by hundreds of MB. Decoding into one buffer
+    keeps a worker's memory flat. Callers copy out of it (the resize does) before the next clip.
+    """
+
+    buffer = np.empty(0, dtype=np.uint8)
+
+    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+        size = math.prod(shape)
+        if self.buffer.size < size:
+            self.buffer = np.empty(size, dtype=np.uint8)
+        return self.buffer[:size].reshape(shape)
+
+
+_scratch = _Scratch()
+
+
+def decode_frames(jpegs: list[bytes], min_width: int = 0, min_height: int = 0, *, reuse: bool = False) -> np.ndarray:
+    """Decode JPEG frames of one clip into uint8 (T, H, W, 3), DCT-downscaled as far as the minimum size allows.
+
+    With `reuse`, the result lives in this thread's scratch buffer and is overwritten by the next call.
+    Raises ValueError (naming the frame) for bytes that are not a decodable JPEG, or frames of different sizes.
+    """
+    out: np.ndarray | None = None
+    for position, data in enumerate(jpegs):
+        try:
+            if out is None:
+                frame = simplejpeg.decode_jpeg(data, "RGB", min_width=min_width, min_height=min_height)
+                shape = (len(jpegs), *frame.shape)
+                out = _scratch.array(shape) if reuse else np.empty(shape, dtype=np.uint8)
+                out[0] = frame
+                continue
+            frame = simplejpeg.decode_jpeg(data, "RGB", min_width=min_width, min_height=min_height,
+                                           buffer=out[position])
+        except ValueError as error:
+            raise ValueError(f"frame {position} is not a decodable JPEG ({error})") from None
+        if frame.shape != out.shape[1:]:
+            raise ValueError(f"frame {position} decodes to {frame.shape[:2]}, frame 0 to {out.shape[1:3]}")
+    if out is None:
+        raise ValueError("no frames to decode")
+    return out
+
+
 def decode_clip(
-    jpegs: list[bytes], size: int, train: bool, rng: random.Random | None = None, scale_min: float = 1.0
+    jpegs: list[bytes], size: int, train: bool, rng: random.Random | None = None, scale_min: float = 1.0,
+    flip: bool = False,
 ) -> torch.Tensor:
-    """Decode JPEG frames into uint8 (T, 3, size, size) with one shared crop."""
-    frames = []
-    box = None
-    for data in jpegs:
-        image = Image.open(io.BytesIO(data))
-        # DCT-domain downscaling: libjpeg decodes at 1/2, 1/4 or 1/8 size when that still covers `size`.
-        image.draft("RGB", (size, size))
-        image = image.convert("RGB")
-        if box is None:
-            box = crop_box(image.width, image.height, train, rng, scale_min)
-        frames.append(np.asarray(image.resize((size, size), Image.BILINEAR, box=box)))
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    """Decode JPEG frames into uint8 (T, 3, size, size) with one crop (and, if `flip`, one mirror) per clip.
+
+    `flip` mirrors half of the training clips left-right; it is off by default because captions and answers
+    that say "left" or "right" would then lie.
+    """
+    if not jpegs:
+        raise ValueError("no frames to decode")
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[0])
+    except ValueError as error:
+        raise ValueError(f"frame 0 is not a decodable JPEG ({error})") from None
+    left, top, right, bottom = crop_box(width, height, train, rng, scale_min)
+    # The smallest decode in which the crop still spans `size` pixels: libjpeg-turbo scales by k/8.
+    zoom = size / (right - left)
+    frames = decode_frames(jpegs, min_width=math.ceil(width * zoom), min_height=math.ceil(height * zoom), reuse=True)
+    scale_x, scale_y = frames.shape[2] / width, frames.shape[1] / height
+    x0, y0 = int(left * scale_x), int(top * scale_y)
+    x1 = max(x0 + 1, min(frames.shape[2], round(right * scale_x)))
+    y1 = max(y0 + 1, min(frames.shape[1], round(bottom * scale_y)))
+    clip = torch.from_numpy(frames[:, y0:y1, x0:x1]).permute(0, 3, 1, 2)
+    if clip.shape[-2:] != (size, size):
+        # uint8 in, uint8 out: torch has a vectorised uint8 path for antialiased bilinear resizing.
+        clip = F.interpolate(clip.contiguous(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    else:
+        clip = clip.clone(memory_format=torch.contiguous_format)  # out of the scratch buffer
+    if flip and train and rng is not None and rng.random() < 0.5:
+        clip = clip.flip(-1)
+    return clip

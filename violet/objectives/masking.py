@@ -44,3 +44,17 @@ def random_patch_mask(
     mask = torch.zeros(batch, num_patches, dtype=torch.bool, device=device)
     mask.scatter_(1, chosen, True)
     return mask
+
+
+def tube_mask(
+    batch: int, steps: int, patches: int, ratio: float, device: torch.device,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """VideoMAE/SimVTP tube masking: bool (batch, steps * patches), True = hidden from the encoder.
+
+    The same round(ratio * patches) spatial positions are hidden at every time step (a tube through time), so
+    a hidden patch cannot be copied from the next frame. At least one patch per step stays visible and one hidden.
+    """
+    hidden = min(patches - 1, max(1, round(ratio * patches)))
+    spatial = random_patch_mask(batch, patches, hidden / patches, device, generator)
+    return spatial[:, None, :].expand(batch, steps, patches).reshape(batch, steps * patches)

@@ -6,15 +6,22 @@ A task owns its annotation kind, the heads it needs, its datasets and collate, o
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
 from violet.config import RunConfig
-from violet.data.datasets import ClipDataset, make_collate
+from violet.data.datasets import (
+    ClipDataset,
+    EpochShuffleSampler,
+    make_collate,
+    steady_memory_worker_init,
+)
+from violet.data.streaming import StreamingClipDataset, StreamingLoader
 from violet.models import VideoLanguageModel
 
 
@@ -27,7 +34,9 @@ class Task:
     supports_zero_shot: bool = False
 
     def __init__(self, config: RunConfig, tokenizer: Any) -> None:
-        from prepare.annotations import load_prepared  # prepare/ owns the on-disk layout
+        from prepare.annotations import (
+            load_prepared,  # prepare/ owns the on-disk layout
+        )
 
         self.config = config
         self.tokenizer = tokenizer
@@ -36,6 +45,9 @@ class Task:
         self.store_dir = self.data_dir / "clip_store"
         special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
         self.special_ids = torch.tensor(special, dtype=torch.long)
+        # Draws made for the whole global batch (e.g. VTM negatives): seeded alike on every rank so that all
+        # ranks draw the same numbers and each keeps its rows. Per-sample draws use the Trainer's per-rank one.
+        self.global_generator = torch.Generator().manual_seed(config.train.seed)
 
     # ----- data -----
     def has_split(self, split: str) -> bool:
@@ -55,6 +67,7 @@ class Task:
         return ClipDataset(
             rows, self.store_dir, num_frames or data.num_frames, self.config.model.image_size, train,
             crop_scale_min=data.crop_scale_min if data.train_augment else 1.0, seed=self.config.train.seed,
+            flip=data.horizontal_flip,
         )
 
     def train_dataset(self) -> Dataset:
@@ -64,15 +77,32 @@ class Task:
         return self.require_split("train")
 
     def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable) -> DataLoader:
-        """Training loaders shuffle and drop the last partial batch; workers are re-created each epoch so
-        they see the dataset's epoch (its sampling seed)."""
+        """Training loaders shuffle (by seed and epoch) and drop the last partial batch. Their workers persist
+        across epochs: the epoch reaches them inside each sampled key, not through the dataset object."""
+        workers = self.config.data.num_workers
+        sampler = EpochShuffleSampler(len(dataset), self.config.train.seed) if shuffle else None
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-            num_workers=self.config.data.num_workers, pin_memory=torch.cuda.is_available(), drop_last=shuffle,
+            dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=workers,
+            pin_memory=torch.cuda.is_available(), drop_last=shuffle, persistent_workers=shuffle and workers > 0,
+            worker_init_fn=steady_memory_worker_init,
         )
 
-    def train_loader(self) -> DataLoader:
-        return self.loader(self.train_dataset(), self.config.train.batch_size, True, make_collate(self.text_fields))
+    def train_loader(self) -> DataLoader | StreamingLoader:
+        collate = make_collate(self.text_fields)
+        if self.config.data.streaming:
+            return self.streaming_train_loader(collate)
+        return self.loader(self.train_dataset(), self.config.train.batch_size, True, collate)
+
+    def streaming_train_loader(self, collate: Callable) -> StreamingLoader:
+        """Shard-sequential training data split across ranks and workers; it saves and restores its own position."""
+        data = self.config.data
+        dataset = StreamingClipDataset(
+            self.train_rows(), self.store_dir, data.num_frames, self.config.model.image_size, data.train_augment,
+            batch_size=self.config.train.batch_size, collate=collate, num_workers=data.num_workers,
+            shuffle_buffer=data.shuffle_buffer, crop_scale_min=data.crop_scale_min if data.train_augment else 1.0,
+            seed=self.config.train.seed, flip=data.horizontal_flip,
+        )
+        return StreamingLoader(dataset, num_workers=data.num_workers, pin_memory=torch.cuda.is_available())
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Tokenize/label a collated batch (runs in DataLoader workers)."""

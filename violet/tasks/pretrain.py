@@ -1,12 +1,30 @@
-"""Pretraining: MLM + MVM + VTM + VTC on video-caption pairs, weighted from the config (VIOLET's recipe,
-with normalised-pixel MVM targets). Evaluation is zero-shot retrieval on the captions of the chosen split."""
+"""Pretraining: MLM + MVM + VTM + VTC on video-caption pairs, weighted from the config. Evaluation is zero-shot
+retrieval on the captions of the chosen split.
+
+Two MVM styles, chosen by the model (docs/models.md):
+- VIOLET-style (`model.decoder_depth=0`): `objective.mvm_ratio` of the video tokens are replaced by a mask token
+  inside the encoder; a linear head on the fusion outputs predicts their targets.
+- SimVTP-style (`model.decoder_depth>0`): tube masking hides `objective.mvm_ratio` (0.9) of the tubes, and every
+  video pass of the step (VTC, VTM, the joint MLM/MVM pass) encodes the visible tubes only; the MAE decoder
+  reconstructs the hidden ones. The logged `video_tokens_encoded` is the fraction the encoder saw.
+Targets (pixels, HOG, VQ tokens) come from `objective.mvm_target`; a VQ tokenizer is held here, frozen, outside
+the trainable module.
+"""
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 import torch
 
-from violet.objectives import mask_text_tokens, mlm_loss, mvm_loss, pixel_targets, random_patch_mask
+from violet.models import VideoLanguageModel
+from violet.objectives import (
+    MVMTarget,
+    mask_text_tokens,
+    mlm_loss,
+    random_patch_mask,
+    tube_mask,
+)
 from violet.tasks.registry import register
 from violet.tasks.retrieval import RetrievalTask
 
@@ -14,29 +32,47 @@ from violet.tasks.retrieval import RetrievalTask
 @register("pretrain")
 class PretrainTask(RetrievalTask):
     heads = ("vtc", "vtm", "mlm", "mvm")
-    defaults = {"train": {"epochs": 40, "lr": 5e-4}}
+    defaults: ClassVar[dict[str, Any]] = {"train": {"epochs": 40, "lr": 5e-4}}
+
+    def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(config, tokenizer, **kwargs)
+        self.mvm_target = MVMTarget(config.objective, config.model)
+
+    def build_model(self) -> VideoLanguageModel:
+        return VideoLanguageModel(self.config.model, len(self.tokenizer), self.heads,
+                                  mvm_output_dim=self.mvm_target.output_dim)
+
+    def video_grid(self, frames: torch.Tensor) -> tuple[int, int]:
+        """(time steps, tokens per step) of the video tokens the encoder produces for these frames."""
+        model = self.config.model
+        return math.ceil(frames.shape[1] / model.tubelet), (model.image_size // model.video_region) ** 2
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        objective, model_config = self.config.objective, self.config.model
-        terms, video, _ = self.contrastive_and_matching(model, batch, generator)
+        objective = self.config.objective
+        frames = batch["frames"]
+        steps, per_step = self.video_grid(frames)
+        total = steps * per_step
+        if self.config.model.decoder_depth > 0:
+            hidden = tube_mask(frames.shape[0], steps, per_step, objective.mvm_ratio, frames.device, generator)
+            terms, video, _ = self.contrastive_and_matching(model, batch, generator, video_mask=hidden)
+            masked_video = video  # the visible tubes, already encoded once: the joint pass reuses them
+        else:
+            terms, video, _ = self.contrastive_and_matching(model, batch, generator)
+            hidden = random_patch_mask(frames.shape[0], total, objective.mvm_ratio, frames.device, generator)
+            masked_video = model("video", frames=frames, mvm_mask=hidden)
 
-        # One more fused pass with masked words and masked video patches, predicting both.
+        # One more fused pass with masked words and masked video, predicting both.
         masked_ids, mlm_positions = mask_text_tokens(
             batch["text_ids"], batch["text_mask"], self.special_ids.to(batch["text_ids"].device),
             self.tokenizer.mask_token_id, len(self.tokenizer), objective.mlm_prob, generator,
         )
-        num_patches = video["tokens"].shape[1]
-        mvm_mask = random_patch_mask(
-            batch["frames"].shape[0], num_patches, objective.mvm_ratio, batch["frames"].device, generator
-        )
-        masked_video = model("video", frames=batch["frames"], mvm_mask=mvm_mask)
-        masked_text = model("text", ids=masked_ids, mask=batch["text_mask"])
+        masked_text = model("text", ids=masked_ids, mask=batch["text_mask"], embed=False)
         fused = model(
             "fusion", text_tokens=masked_text["tokens"], text_mask=batch["text_mask"],
-            video_tokens=masked_video["tokens"], mlm_positions=mlm_positions, mvm_positions=mvm_mask,
+            video_tokens=masked_video["tokens"], mlm_positions=mlm_positions, mvm_positions=hidden,
         )
         terms.update(mlm_loss(fused["mlm_logits"], batch["text_ids"], mlm_positions, objective.mlm_weight))
-        targets = pixel_targets(batch["frames"], model_config.patch_size, model_config.tubelet)
-        terms.update(mvm_loss(fused["mvm_pred"], targets, mvm_mask, objective.mvm_weight))
+        terms.update(self.mvm_target.loss(fused["mvm_pred"], frames, hidden))
+        terms["video_tokens_encoded"] = torch.tensor(video["tokens"].shape[1] / total)
         loss = terms["vtc"] + terms["vtm"] + terms["mlm"] + terms["mvm"]
         return loss, terms

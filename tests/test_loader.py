@@ -1,0 +1,122 @@
+"""The fast loader: DCT-scaled decode with the right geometry, optional flip, epochs reaching persistent workers."""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from violet.config import DataConfig
+from violet.data.clip_store import ClipStoreWriter
+from violet.data.datasets import ClipDataset, EpochShuffleSampler, collate_clips, steady_memory_worker_init
+from violet.data.video import crop_box, decode_clip, decode_frames
+
+
+def textured_jpeg(seed: int, size: tuple[int, int] = (256, 192)) -> bytes:
+    """Smooth random texture (JPEG-friendly), so crops at different places give different pixels."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize(size, Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def reference(jpegs: list[bytes], size: int, box: tuple[float, ...]) -> torch.Tensor:
+    """Full-size PIL decode, then the same crop and antialiased resize: what DCT scaling must approximate."""
+    frames = []
+    for data in jpegs:
+        full = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+        left, top, right, bottom = (round(v) for v in box)
+        crop = torch.from_numpy(full[top:bottom, left:right]).permute(2, 0, 1)[None].float()
+        frames.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)[0])
+    return torch.stack(frames)
+
+
+def test_decode_downscales_in_the_dct_domain() -> None:
+    jpeg = textured_jpeg(0)  # 256 x 192
+    assert decode_frames([jpeg]).shape == (1, 192, 256, 3)
+    assert decode_frames([jpeg], min_width=60, min_height=40).shape == (1, 48, 64, 3)  # 1/4 scale covers 60x40
+    assert decode_frames([jpeg], min_width=200, min_height=150).shape[1:3] == (168, 224)  # 7/8
+
+
+@pytest.mark.parametrize(("size", "train", "seed"), [(32, False, 0), (64, True, 1), (160, True, 2), (192, False, 3)])
+def test_decoded_clip_matches_a_full_decode_of_the_same_crop(size: int, train: bool, seed: int) -> None:
+    jpegs = [textured_jpeg(seed), textured_jpeg(seed + 10)]
+    clip = decode_clip(jpegs, size, train, random.Random(seed), scale_min=0.3)
+    box = crop_box(256, 192, train, random.Random(seed), 0.3)
+    assert clip.shape == (2, 3, size, size) and clip.dtype == torch.uint8
+    error = (clip.float() - reference(jpegs, size, box)).abs().mean()
+    assert error < 6, error  # DCT-domain scaling and pixel rounding of the box: a few grey levels, not a misplacement
+    shifted = reference(jpegs, size, (box[0] + 30, box[1], box[2] + 30, box[3]))
+    assert (clip.float() - shifted).abs().mean() > 2 * error
+
+
+def test_flip_is_off_by_default_and_mirrors_some_clips_when_on() -> None:
+    assert DataConfig().horizontal_flip is False
+    array = np.zeros((64, 64, 3), np.uint8)
+    array[:, 32:] = 255  # dark left, bright right
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=95)
+    jpegs = [buffer.getvalue()] * 2
+
+    def left_is_dark(flip: bool, seed: int) -> bool:
+        clip = decode_clip(jpegs, 32, True, random.Random(seed), scale_min=1.0, flip=flip)
+        assert torch.equal(clip[0], clip[1])  # one decision per clip
+        return clip[..., :16].float().mean() < clip[..., 16:].float().mean()
+
+    assert all(left_is_dark(False, seed) for seed in range(20))
+    flipped = [not left_is_dark(True, seed) for seed in range(20)]
+    assert 3 <= sum(flipped) <= 17
+    assert left_is_dark(True, 0) == left_is_dark(True, 0)  # seeded: the same clip every time
+
+
+def test_bad_jpeg_names_the_frame() -> None:
+    with pytest.raises(ValueError, match="frame 1 is not a decodable JPEG"):
+        decode_frames([textured_jpeg(0), b"\xff\xd8 not really"])
+
+
+def test_epoch_sampler_is_a_seeded_permutation_carrying_the_epoch() -> None:
+    sampler = EpochShuffleSampler(10, seed=3)
+    first = list(sampler)
+    assert first == list(sampler) and sorted(i for _, i in first) == list(range(10))
+    assert {epoch for epoch, _ in first} == {0}
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert {epoch for epoch, _ in second} == {1} and [i for _, i in second] != [i for _, i in first]
+    assert [i for _, i in EpochShuffleSampler(10, seed=4)] != [i for _, i in first]
+
+
+def test_persistent_workers_sample_new_clips_each_epoch(tmp_path: Path) -> None:
+    videos = [f"v{i}.mp4" for i in range(6)]
+    with ClipStoreWriter(tmp_path, frames_per_video=8, short_side=192, fsync=False) as writer:
+        for n, video in enumerate(videos):
+            writer.add(video, [textured_jpeg(8 * n + f) for f in range(8)],
+                       {"width": 256, "height": 192, "src_fps": 8.0, "src_frames": 8, "duration": 1.0,
+                        "frame_times": [f / 8 for f in range(8)], "decoder": "decord"})
+    rows = datasets.Dataset.from_dict({"video": videos})
+    dataset = ClipDataset(rows, tmp_path, num_frames=2, size=32, train=True, crop_scale_min=0.5, seed=7)
+    sampler = EpochShuffleSampler(len(dataset), seed=7)
+    loader = DataLoader(dataset, batch_size=3, sampler=sampler, num_workers=2, persistent_workers=True,
+                        collate_fn=collate_clips, worker_init_fn=steady_memory_worker_init)
+    seen: dict[int, dict[int, torch.Tensor]] = {}
+    workers = set()
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)  # only the sampler hears about the epoch: the workers keep their dataset copy
+        seen[epoch] = {}
+        for batch in loader:
+            for index, frames in zip(batch["index"].tolist(), batch["frames"], strict=True):
+                seen[epoch][index] = frames
+        workers.add(id(loader._iterator) if loader._iterator is not None else None)
+    assert len(workers) == 1  # the same worker processes served both epochs
+    for epoch in (0, 1):
+        for index, frames in seen[epoch].items():
+            assert torch.equal(frames, dataset[(epoch, index)]["frames"])  # the epoch reached the worker
+    assert any(not torch.equal(seen[0][i], seen[1][i]) for i in range(6))
