@@ -85,10 +85,27 @@ def test_vtm_loss_labels_positives_first():
 
     text = torch.arange(3).float().view(3, 1, 1)
     video = torch.arange(3).float().view(3, 1, 1) + 10
-    terms = vtm_loss(fuse, text, torch.ones(3, 1), video, torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1]), 1.0)
+    mask = torch.ones(3, 1)
+    video_for_text, text_for_video = torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1])
+    terms = vtm_loss(fuse, text, mask, video, video[video_for_text], text[text_for_video], mask[text_for_video], 1.0)
     assert terms["vtm"] < 1e-3 and terms["vtm_acc"] == 1.0
     assert seen["video"][3:6, 0, 0].tolist() == [11, 12, 10]  # texts paired with their negative videos
     assert seen["text"][6:, 0, 0].tolist() == [2, 0, 1]
+
+
+def test_vtm_loss_pads_texts_of_different_lengths():
+    """Negatives gathered from another rank may be padded to a different length than this rank's texts."""
+    seen = {}
+
+    def fuse(text, mask, video):
+        seen["text"], seen["mask"] = text, mask
+        return torch.zeros(text.shape[0], 2)
+
+    text, mask = torch.ones(2, 3, 4), torch.ones(2, 3)
+    longer, longer_mask = torch.ones(2, 5, 4), torch.ones(2, 5)
+    vtm_loss(fuse, text, mask, torch.zeros(2, 6, 4), torch.zeros(2, 6, 4), longer, longer_mask, 1.0)
+    assert seen["text"].shape == (6, 5, 4)
+    assert seen["mask"][:4, 3:].sum() == 0 and seen["mask"][4:].sum() == 10  # padding is masked out
 
 
 def test_mlm_and_mvm_losses():

@@ -97,6 +97,9 @@ class ObjectiveConfig:
     mlm_prob: float = 0.15
     mvm_ratio: float = 0.3  # fraction of video patches replaced by a mask token for MVM
     vtm_hard_negatives: bool = True  # sample VTM negatives from VTC similarities, as ALBEF/VIOLET do
+    # "global": negatives drawn from the whole global batch (world-size invariant: 2 ranks x B == 1 rank x 2B;
+    # gathers token tensors across ranks). "local": from this rank's batch only (ALBEF; no token gather).
+    vtm_negatives: str = "global"
     answer_top_k: int = 0  # 0 = the answer vocabulary prepared with the data
 
 

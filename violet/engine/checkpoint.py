@@ -11,19 +11,25 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from violet.config import RunConfig, config_from_dict
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER_DIR = "tokenizer"
+# Parameters tied to another one (the MLM decoder shares the word embeddings): stored once, re-tied on load.
+TIED_ALIASES = frozenset({"heads.mlm.decoder.weight"})
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
@@ -83,8 +89,7 @@ def load_weights(model: nn.Module, checkpoint_dir: Path, required_heads: tuple[s
         details = ", ".join(f"{n}: {tuple(state[n].shape)} vs {tuple(own[n].shape)}" for n in mismatched[:5])
         raise ValueError(f"{path}: shapes differ from the model built from the config ({details})")
     result = model.load_state_dict(state, strict=False)
-    tied = {"heads.mlm.decoder.weight"}  # tied to the word embeddings; safetensors stores it once
-    missing = [key for key in result.missing_keys if key not in tied]
+    missing = [key for key in result.missing_keys if key not in TIED_ALIASES]
     backbone_missing = [key for key in missing if not key.startswith("heads.")]
     head_missing = sorted({key.split(".")[1] for key in missing if key.startswith("heads.")})
     if backbone_missing:
@@ -98,3 +103,53 @@ def load_weights(model: nn.Module, checkpoint_dir: Path, required_heads: tuple[s
         unused = sorted({key.split(".")[1] if key.startswith("heads.") else key for key in result.unexpected_keys})
         logger.warning("weights in %s not used by this task: %s", checkpoint_dir, ", ".join(unused))
     return {"missing": missing, "unexpected": list(result.unexpected_keys)}
+
+
+def export_weights(accelerator: Accelerator, model: nn.Module, output_dir: Path, zero_checkpoint: Path | None) -> None:
+    """Write OUT/model.safetensors: full fp32 weights that load with no DeepSpeed at all.
+
+    Under DeepSpeed the fp32 master weights are rebuilt from the ZeRO checkpoint just saved (the module itself
+    may hold bf16 copies or, under ZeRO-3, empty partitions). Every export is checked against the live model's
+    names, shapes and parameter count, so an empty or partial file fails here instead of at evaluation (GUIDE §5.4).
+    """
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.distributed_type.name == "DEEPSPEED":
+        if zero_checkpoint is None:
+            raise ValueError("a DeepSpeed export needs the ZeRO checkpoint directory saved by save_state")
+        state = None
+        if accelerator.is_main_process:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            state = get_fp32_state_dict_from_zero_checkpoint(str(zero_checkpoint / "pytorch_model"))
+    else:
+        state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        state = {name: tensor.detach().float().cpu().contiguous() if tensor.is_floating_point() else tensor.cpu()
+                 for name, tensor in state.items() if name not in TIED_ALIASES}
+        verify_export(state, unwrapped)
+        save_file(state, str(output_dir / WEIGHTS))
+    accelerator.wait_for_everyone()
+
+
+def live_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Full shapes of the model's saved tensors, also when ZeRO-3 has partitioned them (param.ds_shape)."""
+    shapes = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        shapes[name] = tuple(getattr(tensor, "ds_shape", tensor.shape))
+    return {name: shape for name, shape in shapes.items() if name not in TIED_ALIASES}
+
+
+def verify_export(state: dict[str, torch.Tensor], model: nn.Module) -> None:
+    expected = live_shapes(model)
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = [f"{name}: {tuple(state[name].shape)} vs {expected[name]}" for name in expected
+             if name in state and tuple(state[name].shape) != expected[name]]
+    if missing or extra or wrong:
+        raise RuntimeError(
+            f"exported weights do not match the model: missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"wrong shapes {wrong[:5]}; the resumable checkpoints are intact"
+        )
+    count = sum(tensor.numel() for tensor in state.values())
+    logger.info("exported %d tensors, %.2fM values", len(state), count / 1e6)

@@ -23,7 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from violet.config import RunConfig, save_config
 from violet.engine.checkpoint import (
-    CONFIG, TOKENIZER_DIR, checkpoint_dirs, load_weights, mark_complete, prune_checkpoints,
+    CONFIG, TOKENIZER_DIR, checkpoint_dirs, export_weights, load_weights, mark_complete, prune_checkpoints,
 )
 from violet.tasks.base import Task
 
@@ -96,6 +96,19 @@ class GeneratorState:
             self.generator.manual_seed(self.seed + 1000 * self.trainer_state.step + rank)
 
 
+class SharedGeneratorState:
+    """Checkpointable generator whose state is identical on every rank (the task's global-batch draws)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["state"])
+
+
 class Trainer:
     def __init__(self, config: RunConfig, accelerator: Accelerator, task: Task) -> None:
         self.config = config
@@ -132,13 +145,41 @@ class Trainer:
         self.generator.manual_seed(train.seed + accelerator.process_index)
         accelerator.register_for_checkpointing(self.state)
         accelerator.register_for_checkpointing(GeneratorState(self.generator, train.seed, self.state))
+        accelerator.register_for_checkpointing(SharedGeneratorState(task.global_generator))
         global_batch = train.batch_size * train.grad_accum * accelerator.num_processes
+        self.check_deepspeed_batch(global_batch)
         accelerator.print(
             f"task={task.name} train rows={len(task.train_rows())} steps={self.total_steps} "
             f"({steps_per_epoch}/epoch) global batch={global_batch} "
             f"(= {train.batch_size} per device x {train.grad_accum} accumulation x {accelerator.num_processes} "
-            f"processes) lr={train.lr} precision={accelerator.mixed_precision}"
+            f"processes) lr={train.lr} precision={accelerator.mixed_precision} "
+            f"grad checkpointing={'on' if config.model.grad_checkpointing else 'off'} "
+            f"backend={accelerator.distributed_type.name.lower()}{self.zero_stage_note()}"
         )
+
+    def check_deepspeed_batch(self, global_batch: int) -> None:
+        """DeepSpeed's batch arithmetic must be ours ("auto" fields; GUIDE §5.6): fail at start, not silently."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return
+        ds = plugin.deepspeed_config
+        found = (ds.get("train_micro_batch_size_per_gpu"), ds.get("gradient_accumulation_steps"),
+                 ds.get("train_batch_size"))
+        wanted = (self.config.train.batch_size, self.config.train.grad_accum, global_batch)
+        if found != wanted:
+            raise ValueError(
+                f"DeepSpeed config batch (micro, accumulation, global) = {found} but the run config gives {wanted}; "
+                'use "auto" for these fields in the DeepSpeed JSON so train.* stays the single source of truth'
+            )
+
+    def zero_stage_note(self) -> str:
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return ""
+        zero = plugin.deepspeed_config.get("zero_optimization", {})
+        offload = [part for part in ("optimizer", "param")
+                   if zero.get(f"offload_{part}", {}).get("device", "none") not in ("none", None)]
+        return f" (ZeRO-{zero.get('stage', 0)}{', offload ' + '+'.join(offload) if offload else ''})"
 
     # ----- checkpoints -----
     def save_checkpoint(self) -> None:
@@ -171,8 +212,8 @@ class Trainer:
     def save_final(self) -> None:
         """Weights (one safetensors file), resolved config, tokenizer and task files: what evaluate.py loads."""
         accelerator = self.accelerator
-        accelerator.wait_for_everyone()
-        accelerator.save_model(self.model, str(self.output_dir), safe_serialization=True)
+        found = checkpoint_dirs(self.output_dir)
+        export_weights(accelerator, self.model, self.output_dir, found[-1] if found else None)
         if accelerator.is_main_process:
             save_config(self.config, self.output_dir / CONFIG)
             self.task.tokenizer.save_pretrained(str(self.output_dir / TOKENIZER_DIR))
@@ -204,8 +245,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         if not self.accelerator.sync_gradients:
             return None
-        out = {f"train/{name}": float(value.detach()) for name, value in logs.items()}
-        out["train/loss"] = float(loss.detach())
+        # Logged values are means over ranks, i.e. over the global batch, so they do not depend on world size.
+        names = ["loss", *logs]
+        values = torch.stack([loss.detach().float(), *(torch.as_tensor(v).detach().float().to(loss.device)
+                                                        for v in logs.values())])
+        values = self.accelerator.reduce(values, reduction="mean") if self.accelerator.num_processes > 1 else values
+        out = {f"train/{name}": float(value) for name, value in zip(names, values.tolist())}
         out["train/lr"] = self.scheduler.get_last_lr()[0]
         if grad_norm is not None:
             out["train/grad_norm"] = float(grad_norm)

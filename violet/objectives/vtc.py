@@ -2,17 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` from every rank along dim 0; gradients flow back to each rank's own slice."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather  # autograd-aware, unlike accelerator.gather
-
-    return torch.cat(all_gather(tensor), dim=0)
+from violet.objectives.global_batch import gather_with_grad, local_offset, rank_sizes
 
 
 def vtc_loss(
@@ -25,21 +17,22 @@ def vtc_loss(
     """Symmetric InfoNCE. Embeddings are L2-normalised (B, D) on this rank; labels index the global batch.
 
     `video_ids` (B,) marks captions of the same video in the batch as positives too (multi-positive targets),
-    so two captions of one clip are not pushed apart.
+    so two captions of one clip are not pushed apart. Each rank averages over its own rows; the gradient
+    averaging of DDP/DeepSpeed then yields the global-batch mean.
     """
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    all_text = gather_with_grad(text_embed)
-    all_video = gather_with_grad(video_embed)
+    sizes = rank_sizes(text_embed.shape[0], text_embed.device)
+    all_text = gather_with_grad(text_embed, sizes)
+    all_video = gather_with_grad(video_embed, sizes)
     scale = logit_scale.float().squeeze()
     logits_t2v = scale * text_embed.float() @ all_video.float().T  # (B, global B)
     logits_v2t = scale * video_embed.float() @ all_text.float().T
     batch = text_embed.shape[0]
     if video_ids is None:
-        labels = torch.arange(batch, device=text_embed.device) + rank * batch
+        labels = torch.arange(batch, device=text_embed.device) + local_offset(sizes)
         loss_t2v = F.cross_entropy(logits_t2v, labels)
         loss_v2t = F.cross_entropy(logits_v2t, labels)
     else:
-        all_ids = gather_with_grad(video_ids)
+        all_ids = gather_with_grad(video_ids, sizes)
         targets = (video_ids[:, None] == all_ids[None, :]).float()
         targets = targets / targets.sum(dim=1, keepdim=True)
         loss_t2v = torch.sum(-targets * F.log_softmax(logits_t2v, dim=1), dim=1).mean()

@@ -30,17 +30,33 @@ def vtm_loss(
     text_tokens: torch.Tensor,
     text_mask: torch.Tensor,
     video_tokens: torch.Tensor,
-    video_for_text: torch.Tensor,
-    text_for_video: torch.Tensor,
+    negative_videos: torch.Tensor,
+    negative_texts: torch.Tensor,
+    negative_text_masks: torch.Tensor,
     weight: float,
 ) -> dict:
-    """One fused pass over B positives and 2B negatives; `fuse` returns (N, 2) match logits."""
+    """One fused pass over B positives, B (text, negative video) and B (negative text, video) pairs.
+
+    The negatives are already selected rows (from this rank's batch or from the global batch); `fuse` returns
+    (N, 2) match logits. Texts of different padded lengths are padded to the longest first.
+    """
     batch = text_tokens.shape[0]
-    all_text = torch.cat([text_tokens, text_tokens, text_tokens[text_for_video]])
-    all_mask = torch.cat([text_mask, text_mask, text_mask[text_for_video]])
-    all_video = torch.cat([video_tokens, video_tokens[video_for_text], video_tokens])
+    length = max(text_tokens.shape[1], negative_texts.shape[1])
+    text_tokens, negative_texts = pad_tokens(text_tokens, length), pad_tokens(negative_texts, length)
+    text_mask, negative_text_masks = pad_tokens(text_mask, length), pad_tokens(negative_text_masks, length)
+    all_text = torch.cat([text_tokens, text_tokens, negative_texts])
+    all_mask = torch.cat([text_mask, text_mask, negative_text_masks])
+    all_video = torch.cat([video_tokens, negative_videos, video_tokens])
     logits = fuse(all_text, all_mask, all_video)
     labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
     loss = F.cross_entropy(logits.float(), labels)
     accuracy = (logits.argmax(dim=-1) == labels).float().mean()
     return {"vtm": weight * loss, "vtm_acc": accuracy.detach()}
+
+
+def pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad dim 1 (sequence) with zeros; a zero attention mask keeps the padding out of attention."""
+    if tensor.shape[1] >= length:
+        return tensor
+    pad = tensor.new_zeros((tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:]))
+    return torch.cat([tensor, pad], dim=1)

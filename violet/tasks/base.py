@@ -36,6 +36,9 @@ class Task:
         self.store_dir = self.data_dir / "clip_store"
         special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
         self.special_ids = torch.tensor(special, dtype=torch.long)
+        # Draws made for the whole global batch (e.g. VTM negatives): seeded alike on every rank so that all
+        # ranks draw the same numbers and each keeps its rows. Per-sample draws use the Trainer's per-rank one.
+        self.global_generator = torch.Generator().manual_seed(config.train.seed)
 
     # ----- data -----
     def has_split(self, split: str) -> bool:

@@ -12,6 +12,8 @@ from violet.data.text import tokenize
 from violet.engine.evaluation import gather_by_index, run_sharded
 from violet.metrics import retrieval_metrics
 from violet.objectives import sample_hard_negatives, vtc_loss, vtm_loss
+from violet.objectives.global_batch import gather_with_grad, local_offset, rank_sizes
+from violet.objectives.vtm import pad_tokens
 from violet.tasks.base import Task, video_keys
 from violet.tasks.registry import register
 
@@ -40,20 +42,46 @@ class RetrievalTask(Task):
         text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])
         keys = video_keys(batch["video"], batch["frames"].device)
         terms = vtc_loss(text["embed"], video["embed"], text["logit_scale"], objective.vtc_weight, keys)
-        with torch.no_grad():
-            similarity = text["embed"] @ video["embed"].T
-            same_video = keys[:, None] == keys[None, :]
-            video_for_text, text_for_video = sample_hard_negatives(
-                similarity, same_video, objective.vtm_hard_negatives, generator
-            )
+        negatives = self.matching_negatives(text, video, batch["text_mask"], keys)
         terms.update(
             vtm_loss(
                 lambda t, m, v: model("fusion", text_tokens=t, text_mask=m, video_tokens=v)["vtm_logits"],
-                text["tokens"], batch["text_mask"], video["tokens"], video_for_text, text_for_video,
-                objective.vtm_weight,
+                text["tokens"], batch["text_mask"], video["tokens"], *negatives, objective.vtm_weight,
             )
         )
         return terms, video, text
+
+    def matching_negatives(
+        self, text: dict, video: dict, text_mask: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(negative video tokens per text, negative text tokens per video, their masks), hard-sampled.
+
+        With objective.vtm_negatives="global" the candidates are the global batch and the draw is made for the
+        whole global batch with the task's rank-shared generator, each rank keeping its own rows: the same
+        pairs as one process holding the whole batch. "local" samples within this rank's batch only.
+        """
+        objective = self.config.objective
+        if objective.vtm_negatives not in ("global", "local"):
+            raise ValueError(f"objective.vtm_negatives must be global|local, got {objective.vtm_negatives!r}")
+        pooled = objective.vtm_negatives == "global"
+        sizes = rank_sizes(keys.shape[0], keys.device) if pooled else [keys.shape[0]]
+        gather = (lambda tensor: gather_with_grad(tensor, sizes)) if pooled else (lambda tensor: tensor)
+        with torch.no_grad():
+            all_keys = gather(keys)
+            similarity = gather(text["embed"].detach()).float() @ gather(video["embed"].detach()).float().T
+            video_for_text, text_for_video = sample_hard_negatives(
+                similarity.cpu(), (all_keys[:, None] == all_keys[None, :]).cpu(), objective.vtm_hard_negatives,
+                self.global_generator,
+            )
+            mine = slice(local_offset(sizes), local_offset(sizes) + keys.shape[0]) if pooled else slice(None)
+            video_for_text = video_for_text[mine].to(keys.device)
+            text_for_video = text_for_video[mine].to(keys.device)
+        # Token pools keep gradients: a negative drawn from another rank trains that rank's encoders too.
+        length = self.config.model.max_text_len if pooled else text_mask.shape[1]  # equal shapes for the gather
+        text_pool = gather(pad_tokens(text["tokens"], length))
+        mask_pool = gather(pad_tokens(text_mask, length))
+        video_pool = gather(video["tokens"])
+        return video_pool[video_for_text], text_pool[text_for_video], mask_pool[text_for_video]
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         terms, _, _ = self.contrastive_and_matching(model, batch, generator)
