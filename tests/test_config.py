@@ -52,3 +52,17 @@ def test_round_trip_through_dict():
     apply_overrides(config, parse_dotted(["model.width=64", "objective.mlm_prob=0.2"]))
     again = config_from_dict(config.to_dict())
     assert again == config
+
+
+def test_dotted_values_are_converted_by_the_field_type():
+    config = RunConfig()
+    # YAML would read `no` as False; the dotted value stays text until the field's type converts it.
+    apply_overrides(config, parse_dotted(["train.mixed_precision=no", "train.max_steps=1e3", "model.tokenizer='a b'",
+                                          "model.grad_checkpointing=on"]))
+    assert config.train.mixed_precision == "no" and config.train.max_steps == 1000
+    assert config.model.tokenizer == "a b" and config.model.grad_checkpointing is True
+
+
+def test_yaml_boolean_for_a_text_field_is_a_clear_error():
+    with pytest.raises(ValueError, match="train.mixed_precision: YAML read False as a boolean"):
+        apply_overrides(RunConfig(), {"train": {"mixed_precision": False}})

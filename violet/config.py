@@ -215,10 +215,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{key}: expected a boolean, got {value!r}")
+    if annotation is str and isinstance(value, bool):
+        raise ValueError(f"{key}: YAML read {value!r} as a boolean (yes/no/on/off); quote it, e.g. '\"no\"'")
     if annotation in (int, float, str):
         try:
             if key.endswith("rerank_k") and str(value).strip().lower() == "all":
                 return -1  # re-rank every pair, as VIOLET evaluated
+            if annotation is int and isinstance(value, str):
+                value = float(value) if any(c in value for c in ".eE") else value  # "1e3" and "2.0" are ints
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return annotation(value)
@@ -271,8 +275,15 @@ def parse_dotted(items: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        # Kept as text: the field's declared type converts it (YAML would turn `no` into False).
+        node[parts[-1]] = _unquote(raw.strip())
     return nested
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ COMPLETE = "COMPLETE"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER_DIR = "tokenizer"
+ZERO_TAG = "pytorch_model"  # the sub-directory Accelerate's save_state gives the DeepSpeed engine's files
 # Parameters tied to another one (the MLM decoder shares the word embeddings): stored once, re-tied on load.
 TIED_ALIASES = frozenset({"heads.mlm.decoder.weight"})
 
@@ -121,7 +122,7 @@ def export_weights(accelerator: Accelerator, model: nn.Module, output_dir: Path,
         if accelerator.is_main_process:
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-            state = get_fp32_state_dict_from_zero_checkpoint(str(zero_checkpoint / "pytorch_model"))
+            state = get_fp32_state_dict_from_zero_checkpoint(str(zero_checkpoint), tag=ZERO_TAG)
     else:
         state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:

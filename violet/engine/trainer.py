@@ -116,6 +116,7 @@ class Trainer:
         self.task = task
         self.output_dir = Path(config.output_dir)
         self.state = TrainerState(seed=config.train.seed)
+        self.last_checkpoint: Path | None = None
         train = config.train
 
         self.train_loader = task.train_loader()
@@ -189,13 +190,17 @@ class Trainer:
         return f" (ZeRO-{zero.get('stage', 0)}{', offload ' + '+'.join(offload) if offload else ''})"
 
     # ----- checkpoints -----
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> Path:
         path = self.output_dir / "checkpoints" / f"step_{self.state.step}"
+        if path == self.last_checkpoint:
+            return path  # the last step was also a periodic save
+        self.last_checkpoint = path
         self.accelerator.save_state(str(path))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             mark_complete(path, self.state.step)
             prune_checkpoints(self.output_dir, self.config.train.keep_checkpoints)
+        return path
 
     def maybe_resume(self) -> None:
         if not self.config.resume:
@@ -216,11 +221,10 @@ class Trainer:
             f"batch {self.state.batches_in_epoch}"
         )
 
-    def save_final(self) -> None:
+    def save_final(self, checkpoint: Path) -> None:
         """Weights (one safetensors file), resolved config, tokenizer and task files: what evaluate.py loads."""
         accelerator = self.accelerator
-        found = checkpoint_dirs(self.output_dir)
-        export_weights(accelerator, self.model, self.output_dir, found[-1] if found else None)
+        export_weights(accelerator, self.model, self.output_dir, checkpoint)
         if accelerator.is_main_process:
             save_config(self.config, self.output_dir / CONFIG)
             self.task.tokenizer.save_pretrained(str(self.output_dir / TOKENIZER_DIR))
@@ -317,8 +321,7 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batches_in_epoch = 0
         progress.close()
-        self.save_checkpoint()
-        self.save_final()
+        self.save_final(self.save_checkpoint())
         metrics = self.evaluate_and_log("val")
         accelerator.end_training()
         return metrics

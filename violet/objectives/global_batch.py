@@ -27,19 +27,20 @@ def rank_sizes(local_rows: int, device: torch.device) -> list[int]:
 def gather_with_grad(tensor: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
     """Concatenate `tensor` from every rank along dim 0; gradients flow back to each rank's own rows.
 
-    `accelerator.gather` would cut the graph; torch.distributed.nn's all_gather sums the incoming gradients
-    of each slice onto the rank that owns it, which is what makes multi-rank gradients equal single-rank ones.
+    `accelerator.gather` would cut the graph; the autograd all-gather sends each slice's gradient back to the
+    rank that owns it (a reduce-scatter), which is what makes multi-rank gradients equal single-rank ones.
     """
     if not _distributed():
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_single_autograd
 
     sizes = sizes or rank_sizes(tensor.shape[0], tensor.device)
     longest = max(sizes)
     if tensor.shape[0] < longest:
         pad = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))
         tensor = torch.cat([tensor, pad])
-    pieces = all_gather(tensor.contiguous())
+    gathered = all_gather_single_autograd(tensor.contiguous(), 0, dist.group.WORLD)
+    pieces = gathered.split(longest)
     return torch.cat([piece[:size] for piece, size in zip(pieces, sizes)])
 
 
