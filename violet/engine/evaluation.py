@@ -27,7 +27,15 @@ def gather_by_index(
     errors: list[str] = []
     for batch in loader:
         errors.extend(batch.get("errors", []))
-        outputs = compute(batch) if batch["index"].numel() else {}
+        empty = torch.tensor([int(batch["index"].numel() == 0)], device=accelerator.device)
+        if accelerator.num_processes > 1:  # decided together: under ZeRO-3 a rank skipping a forward hangs the rest
+            empty = accelerator.reduce(empty, reduction="sum")
+        if int(empty):
+            raise RuntimeError(
+                f"{what}: a whole evaluation batch was unreadable ({'; '.join(errors[-5:]) or 'on another rank'}); "
+                "evaluation refuses to report metrics over a partial set. Check clip_store/failed.jsonl."
+            )
+        outputs = compute(batch)
         outputs = {name: value.detach() for name, value in outputs.items()}
         outputs["index"] = batch["index"]
         for name, value in outputs.items():
