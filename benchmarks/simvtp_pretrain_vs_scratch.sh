@@ -2,16 +2,18 @@
 # Does SimVTP-style pretraining help? simvtp-tiny on the demo data: pretrain (90 % tube masking, 75 % text masking)
 # then fine-tune retrieval, against retrieval from scratch with the same fine-tuning steps and with the same total
 # steps. Prints one JSON line per run with test-split retrieval metrics and wall time.
-# Usage: bash benchmarks/simvtp_pretrain_vs_scratch.sh   (repository root, venv installed; ~15 min on 2 cores)
+# Usage: bash benchmarks/simvtp_pretrain_vs_scratch.sh   (repository root, venv installed)
+# Budgets: PRETRAIN_STEPS (120), FINETUNE_STEPS (60), BATCH (16); DATA / RUNS directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DATA:-/tmp/simvtp_bench/data}
 runs=${RUNS:-/tmp/simvtp_bench/runs}
-pretrain_steps=${PRETRAIN_STEPS:-200}
-finetune_steps=${FINETUNE_STEPS:-150}
+pretrain_steps=${PRETRAIN_STEPS:-120}
+finetune_steps=${FINETUNE_STEPS:-60}
+batch=${BATCH:-16}
 py=.venv/bin/python
 # Until build_config applies preset_overrides, the SimVTP ratios are passed explicitly (docs/models.md).
-model=(--model simvtp-tiny objective.mvm_ratio=0.9 objective.mlm_prob=0.75 data.num_frames=4)
+model=(--model simvtp-tiny --batch-size "$batch" objective.mvm_ratio=0.9 objective.mlm_prob=0.75 data.num_frames=4)
 rm -rf "$runs" && mkdir -p "$runs"
 if [ ! -f "$data/hf/summary.json" ]; then
   rm -rf "$data"

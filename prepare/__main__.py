@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--short-side", type=positive_int, default=256, help="resize frames to this short side")
     parser.add_argument("--quality", type=_quality, default=90, help="JPEG quality of stored frames")
     parser.add_argument("--workers", type=positive_int, default=None, help="extraction processes (default: auto)")
+    parser.add_argument("--max-pixels", type=positive_int, default=None,
+                        help="refuse videos with more pixels per frame (default: prepare.extract's, 8192x8192)")
     parser.add_argument("--answer-top-k", type=positive_int, default=DEFAULT_ANSWER_TOP_K,
                         help="size of the open-ended answer vocabulary, from the train split")
     parser.add_argument("--strict", action="store_true",
@@ -74,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quality=args.quality,
             workers=args.workers,
             strict=args.strict,
+            **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
         )
     except Exception as error:  # noqa: BLE001 - extract() raises for strict failures and unusable inputs
         print(f"error: frame extraction failed: {type(error).__name__}: {error}", file=sys.stderr)

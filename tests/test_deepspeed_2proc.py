@@ -22,7 +22,6 @@ import pytest
 from conftest import SMOKE_MODEL
 
 import evaluate
-import train
 
 REPO = Path(__file__).resolve().parent.parent
 # bf16 keeps 8 bits of mantissa; DeepSpeed holds bf16 weights where one process autocasts from fp32 ones,
@@ -61,8 +60,9 @@ def logged_losses(out: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def single_process_bf16(demo_data, tmp_path_factory) -> dict[int, float]:
     out = tmp_path_factory.mktemp("single_bf16")
-    train.main(["--task", "retrieval", "--data", str(demo_data), "--output-dir", str(out), "--max-steps", str(STEPS),
-                "--batch-size", "8", *SMOKE_MODEL, "train.mixed_precision=bf16"])
+    # A separate process: Accelerate's precision is process-wide state, and the other tests here run in fp32.
+    run_launch([sys.executable, "train.py", "--task", "retrieval", "--data", str(demo_data), "--output-dir", str(out),
+                "--max-steps", str(STEPS), "--batch-size", "8", *SMOKE_MODEL, "train.mixed_precision=bf16"])
     return logged_losses(out)
 
 

@@ -15,7 +15,11 @@ from test_extract import palette_index, write_video
 
 from prepare.extract import extract
 from violet.data.clip_store import ClipStore, ClipStoreWriter
-from violet.data.store_index import ROW_COLUMNS, StoreIndex, compile_lookup, write_lookup
+from violet.data.store_index import (
+    ROW_COLUMNS,
+    StoreIndex,
+    write_lookup,
+)
 
 MILLION = 1_000_000
 FRAMES = 16

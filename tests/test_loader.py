@@ -15,7 +15,12 @@ from torch.utils.data import DataLoader
 
 from violet.config import DataConfig
 from violet.data.clip_store import ClipStoreWriter
-from violet.data.datasets import ClipDataset, EpochShuffleSampler, collate_clips, steady_memory_worker_init
+from violet.data.datasets import (
+    ClipDataset,
+    EpochShuffleSampler,
+    collate_clips,
+    steady_memory_worker_init,
+)
 from violet.data.video import crop_box, decode_clip, decode_frames
 
 

@@ -9,7 +9,13 @@ import pytest
 import torch
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
-from violet.models import PRESETS, VideoLanguageModel, parameter_report, preset, preset_overrides
+from violet.models import (
+    PRESETS,
+    VideoLanguageModel,
+    parameter_report,
+    preset,
+    preset_overrides,
+)
 from violet.models.__main__ import main as models_main
 from violet.models.video_swin import SDPAWindowAttention3d
 from violet.objectives import tube_mask
@@ -32,7 +38,6 @@ def test_presets_cli_prints_every_preset(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert set(rows) == set(PRESETS) and {"tiny", "violet-tiny", "simvtp-tiny"} <= set(rows)
     for row in rows.values():
-        assert row["total"] <= row["video_encoder"] + row["text_fusion"] + row["heads"]
         assert row["total"] == row["video_encoder"] + row["text_fusion"] + row["heads"]
     assert rows["simvtp-base"]["shared_encoder"] == 1 and rows["violet-base"]["shared_encoder"] == 0
     assert 87e6 < rows["violet-base"]["video_backbone"] < 88.5e6  # torchvision swin3d_b minus its classifier

@@ -13,7 +13,11 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 from transformers import BertConfig, BertModel, VideoMAEConfig, VideoMAEModel
 
 from violet.models import VideoLanguageModel, preset
-from violet.models.pretrained import apply_pretrained_init, detect_video_format, read_state_dict
+from violet.models.pretrained import (
+    apply_pretrained_init,
+    detect_video_format,
+    read_state_dict,
+)
 from violet.models.video_vit import IMAGENET_MEAN, IMAGENET_STD
 
 

@@ -18,7 +18,12 @@ from test_clip_store import clip, meta
 
 from violet.data.clip_store import ClipStore, ClipStoreWriter
 from violet.data.datasets import collate_clips
-from violet.data.streaming import StreamingClipDataset, StreamingLoader, round_robin_counts, shuffle_buffer
+from violet.data.streaming import (
+    StreamingClipDataset,
+    StreamingLoader,
+    round_robin_counts,
+    shuffle_buffer,
+)
 
 ROWS, BATCH, WORKERS, WORLD = 24, 3, 2, 2
 

@@ -317,12 +317,14 @@ class ClipStore:
         for fd in handles.values():
             os.close(fd)
 
-    def read_frames(self, video_id: str, indices: Sequence[int] | None = None) -> list[bytes]:
+    def read_frames(self, video_id: str, indices: Sequence[int] | None = None,
+                    location: ClipLocation | None = None) -> list[bytes]:
         """JPEG bytes of the requested frames (all by default), in the requested order.
 
-        One ``pread`` covers the contiguous range from the first to the last requested frame.
+        One ``pread`` covers the contiguous range from the first to the last requested frame. `location`, from
+        ``locate(video_id)``, saves a second lookup when the caller already has it.
         """
-        location = self.locate(video_id)
+        location = location or self.locate(video_id)
         lengths = location.frame_lengths
         count = len(lengths)
         wanted = list(range(count)) if indices is None else [int(i) for i in indices]

@@ -61,23 +61,33 @@ class ClipDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        row = dict(self.rows[index])
-        row["index"] = index
-        # Seeded by (seed, epoch, row) rather than a worker's RNG stream, so the clip a row yields does not
-        # depend on worker count or on batches skipped when resuming mid-epoch.
-        rng = random.Random(f"{self.seed}-{epoch}-{index}") if self.train else None
-        try:
-            row["frames"] = self.load_clip(row["video"], rng)
-        except (OSError, ValueError, KeyError, IndexError) as error:
-            logger.warning("skipping clip %r (row %d): %s", row["video"], index, error)
-            row["error"] = f"{row['video']}: {type(error).__name__}: {error}"
-        return row
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[int | tuple[int, int]]) -> list[dict[str, Any]]:
+        """A batch of samples; the DataLoader calls this with a whole batch of keys, so the annotation rows come
+        out of Arrow in one take instead of one formatted row at a time."""
+        pairs = [key if isinstance(key, tuple) else (self.epoch, key) for key in keys]
+        columns = self.rows[[index for _, index in pairs]]
+        samples = []
+        for position, (epoch, index) in enumerate(pairs):
+            row = {name: values[position] for name, values in columns.items()}
+            row["index"] = index
+            # Seeded by (seed, epoch, row) rather than a worker's RNG stream, so the clip a row yields does not
+            # depend on worker count or on batches skipped when resuming mid-epoch.
+            rng = random.Random(f"{self.seed}-{epoch}-{index}") if self.train else None
+            try:
+                row["frames"] = self.load_clip(row["video"], rng)
+            except (OSError, ValueError, KeyError, IndexError) as error:
+                logger.warning("skipping clip %r (row %d): %s", row["video"], index, error)
+                row["error"] = f"{row['video']}: {type(error).__name__}: {error}"
+            samples.append(row)
+        return samples
 
     def load_clip(self, video: str, rng: random.Random | None) -> torch.Tensor:
         """Sample, read and decode one clip: uint8 (T, 3, S, S)."""
-        indices = sample_frame_indices(self.store.num_frames(video), self.num_frames, self.train, rng)
-        jpegs = self.store.read_frames(video, indices)
+        location = self.store.locate(video)
+        indices = sample_frame_indices(len(location.frame_lengths), self.num_frames, self.train, rng)
+        jpegs = self.store.read_frames(video, indices, location)
         return decode_clip(jpegs, self.size, self.train, rng, self.crop_scale_min, self.flip)
 
 
@@ -130,7 +140,10 @@ def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return batch
     # default_collate stacks straight into shared memory inside a worker: no extra copy on the way to the main
     # process, and no batch-sized heap blocks whose reuse would fragment the worker's memory epoch after epoch.
-    batch["frames"] = default_collate([sample["frames"] for sample in good])
+    # Clips from decode_clip are channels-last in memory; stacking them in that order is a plain copy, and the
+    # batch is handed out as its (B, T, 3, S, S) view (every consumer reads it through strides or reshape).
+    channels_last = [sample["frames"].permute(0, 2, 3, 1) for sample in good]
+    batch["frames"] = default_collate(channels_last).permute(0, 1, 4, 2, 3)
     batch["index"] = torch.tensor([sample["index"] for sample in good], dtype=torch.long)
     for key in good[0]:
         if key not in ("frames", "index"):

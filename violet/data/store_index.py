@@ -126,6 +126,11 @@ class StoreIndex:
                            "(e.g. re-running extraction) compiles them", root, len(self.tail))
         self.overridden = {row for video in self.tail if (row := self.compiled_row(video)) is not None}
 
+    def __reduce__(self) -> tuple[type, tuple[Path]]:
+        # Pickled (e.g. into spawned DataLoader workers) as its path: the receiver maps the same files again
+        # instead of receiving a serialised copy of every column.
+        return StoreIndex, (self.root,)
+
     # ---- lookups ----
     def compiled_row(self, video_id: str) -> int | None:
         key = video_id.encode("utf-8")
@@ -179,7 +184,9 @@ def _open_lookup(root: Path, index_size: int) -> tuple[dict[str, np.ndarray], li
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("version") == LOOKUP_VERSION and meta["covers_bytes"] <= index_size:
-            columns = {name: np.load(lookup / f"{name}.npy", mmap_mode="r") for name in meta["columns"]}
+            # Plain ndarray views of the maps: np.memmap's own slicing costs microseconds per lookup step.
+            columns = {name: np.load(lookup / f"{name}.npy", mmap_mode="r").view(np.ndarray)
+                       for name in meta["columns"]}
             return columns, list(meta["shards"]), int(meta["covers_bytes"])
         logger.warning("%s does not match %s (rebuilt or replaced?); reading the index line by line",
                        lookup, INDEX_FILENAME)

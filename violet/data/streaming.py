@@ -146,7 +146,7 @@ class StreamingClipDataset(IterableDataset):
         skip = round_robin_counts(self.worker_batch_counts(), self.batches_consumed)[worker]
         epoch = self.epoch
         for batch_rows in self.worker_batches(epoch, worker)[skip:]:
-            yield self.collate([self.clips[(epoch, row)] for row in batch_rows])
+            yield self.collate(self.clips.__getitems__([(epoch, row) for row in batch_rows]))
 
     # ---- position ----
     def set_epoch(self, epoch: int) -> None:

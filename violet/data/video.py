@@ -27,7 +27,7 @@ def sample_frame_indices(num_stored: int, num_frames: int, train: bool, rng: ran
     """
     if num_stored < 1:
         raise ValueError("a clip with no stored frames cannot be sampled")
-    edges = np.linspace(0, num_stored, num_frames + 1)
+    edges = [num_stored * segment / num_frames for segment in range(num_frames + 1)]  # np.linspace, minus overhead
     indices = []
     for start, end in itertools.pairwise(edges):
         if train and rng is not None and int(end) - int(start) > 1:
@@ -104,7 +104,8 @@ def decode_clip(
     jpegs: list[bytes], size: int, train: bool, rng: random.Random | None = None, scale_min: float = 1.0,
     flip: bool = False,
 ) -> torch.Tensor:
-    """Decode JPEG frames into uint8 (T, 3, size, size) with one crop (and, if `flip`, one mirror) per clip.
+    """Decode JPEG frames into uint8 (T, 3, size, size), channels-last in memory, with one crop (and, if `flip`,
+    one mirror) per clip.
 
     `flip` mirrors half of the training clips left-right; it is off by default because captions and answers
     that say "left" or "right" would then lie.
@@ -123,12 +124,15 @@ def decode_clip(
     x0, y0 = int(left * scale_x), int(top * scale_y)
     x1 = max(x0 + 1, min(frames.shape[2], round(right * scale_x)))
     y1 = max(y0 + 1, min(frames.shape[1], round(bottom * scale_y)))
-    clip = torch.from_numpy(frames[:, y0:y1, x0:x1]).permute(0, 3, 1, 2)
-    if clip.shape[-2:] != (size, size):
-        # uint8 in, uint8 out: torch has a vectorised uint8 path for antialiased bilinear resizing.
-        clip = F.interpolate(clip.contiguous(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    else:
-        clip = clip.clone(memory_format=torch.contiguous_format)  # out of the scratch buffer
+    crop = frames[:, y0:y1, x0:x1]  # (T, h, w, 3), a view into the scratch buffer
+    if crop.shape[1:3] != (size, size):
+        # uint8 in, uint8 out, channels-last in and out: torch's vectorised antialiased bilinear path.
+        resized = F.interpolate(torch.from_numpy(crop).permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                antialias=True, align_corners=False)
+        crop = resized.permute(0, 2, 3, 1).numpy()
     if flip and train and rng is not None and rng.random() < 0.5:
-        clip = clip.flip(-1)
-    return clip
+        crop = crop[:, :, ::-1]
+    # A fresh (T, S, S, 3) copy (never a view of the scratch buffer), returned as its (T, 3, S, S) view: channels
+    # stay last in memory. Transposing to channels-first here cost ~30 % of the JPEG decode itself (measured);
+    # the collate keeps this layout, and the model's first strided op (on the GPU, when there is one) absorbs it.
+    return torch.from_numpy(np.array(crop, order="C")).permute(0, 3, 1, 2)

@@ -9,6 +9,8 @@ Two MVM styles, chosen by the model (docs/models.md):
   reconstructs the hidden ones. The logged `video_tokens_encoded` is the fraction the encoder saw.
 Targets (pixels, HOG, VQ tokens) come from `objective.mvm_target`; a VQ tokenizer is held here, frozen, outside
 the trainable module.
+
+Several corpora at once (video-text + image-text, per-corpus weights): `data.corpora` (violet/data/mixture.py).
 """
 from __future__ import annotations
 
@@ -16,7 +18,16 @@ import math
 from typing import Any, ClassVar
 
 import torch
+from accelerate import PartialState
+from torch.utils.data import DataLoader
 
+from violet.data.datasets import ClipDataset, make_collate
+from violet.data.mixture import (
+    CorpusBatchSampler,
+    CorpusMixture,
+    CorpusSpec,
+    parse_corpora,
+)
 from violet.models import VideoLanguageModel
 from violet.objectives import (
     MVMTarget,
@@ -41,6 +52,45 @@ class PretrainTask(RetrievalTask):
     def build_model(self) -> VideoLanguageModel:
         return VideoLanguageModel(self.config.model, len(self.tokenizer), self.heads,
                                   mvm_output_dim=self.mvm_target.output_dim)
+
+    def train_loader(self) -> Any:
+        # `data.corpora` is read with getattr until DataConfig declares it (requested from the lead, see
+        # docs/models.md); without it pretraining reads the --data corpus alone, as before.
+        spec = getattr(self.config.data, "corpora", "")
+        if not spec:
+            return super().train_loader()
+        return self.mixture_loader(spec)
+
+    def mixture_loader(self, spec: str) -> DataLoader:
+        """Batches from the --data corpus (weight 1) and the `data.corpora` ones, one corpus per batch."""
+        from prepare.annotations import load_prepared
+
+        data = self.config.data
+        if data.streaming:
+            raise ValueError("data.corpora mixes map-style corpora; set data.streaming=false")
+        corpora = [CorpusSpec(self.data_dir, 1.0, data.num_frames), *parse_corpora(spec, data.num_frames)]
+        datasets, names = [], []
+        for index, corpus in enumerate(corpora):
+            if index == 0:
+                rows = self.train_rows()
+            else:
+                prepared = load_prepared(corpus.data_dir, "captions")
+                if "train" not in prepared or not len(prepared["train"]):
+                    raise FileNotFoundError(f"data.corpora: {corpus.data_dir} has no prepared train captions")
+                rows = prepared["train"]
+            datasets.append(ClipDataset(
+                rows, corpus.data_dir / "clip_store", corpus.num_frames, self.config.model.image_size,
+                data.train_augment, crop_scale_min=data.crop_scale_min if data.train_augment else 1.0,
+                seed=self.config.train.seed, flip=data.horizontal_flip,
+            ))
+            names.append(f"{index}-{corpus.data_dir.name}")
+        mixture = CorpusMixture(datasets, names, min_frames=self.config.model.tubelet)
+        sampler = CorpusBatchSampler(mixture, [corpus.weight for corpus in corpora], self.config.train.batch_size,
+                                     self.config.train.seed, PartialState().num_processes)
+        workers = data.num_workers
+        return DataLoader(mixture, batch_sampler=sampler, collate_fn=make_collate(self.text_fields),
+                          num_workers=workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=workers > 0)
 
     def video_grid(self, frames: torch.Tensor) -> tuple[int, int]:
         """(time steps, tokens per step) of the video tokens the encoder produces for these frames."""
