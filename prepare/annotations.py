@@ -13,10 +13,8 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +23,12 @@ from typing import Any
 
 import datasets
 
+from prepare.atomic import remove_leftovers, replace_dir_atomically, write_json_atomically
+from prepare.prepared import load_answer_vocab, load_prepared  # noqa: F401 - readers live there, re-exported
 from prepare.layout import (
     ANNOTATION_SUFFIX,
     ANNOTATIONS_DIRNAME,
     ANSWER_VOCAB_FILENAME,
-    HF_DIRNAME,
     KINDS,
     SPLITS,
     SUMMARY_FILENAME,
@@ -305,44 +304,6 @@ def _to_dataset(kind: str, rows: list[dict[str, Any]]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=FEATURES[kind])
 
 
-def _remove_leftovers(out_dir: Path, name: str) -> None:
-    """Staging/retired directories left behind by an interrupted earlier run."""
-    for pattern in (f".{name}.tmp-*", f".{name}.old-*"):
-        for leftover in out_dir.glob(pattern):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _replace_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Write into a sibling staging dir, then swap it in with renames, so readers
-    see the old complete directory or the new one, never a half-written dataset."""
-    # Not tempfile.mkdtemp: its 0700 mode would survive the rename and hide
-    # the dataset from other users of a shared DATA directory.
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        write(staging)
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
-            os.rename(target, retired)
-            os.rename(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _write_json_atomically(path: Path, value: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        staging.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-
-
 def _unrecognised_annotation_files(data_dir: Path) -> list[str]:
     directory = annotations_dir(data_dir)
     if not directory.is_dir():
@@ -428,15 +389,15 @@ def prepare_annotations(data_dir: PathLike, *, store_dir: PathLike | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab_path = out_dir / ANSWER_VOCAB_FILENAME
     if answer_vocab is not None:
-        _write_json_atomically(vocab_path, answer_vocab)
+        write_json_atomically(vocab_path, answer_vocab)
     elif vocab_path.exists():
         vocab_path.unlink()
         warnings.append(f"removed stale {vocab_path} (no qa_oe annotations now)")
     for kind in KINDS:
-        _remove_leftovers(out_dir, kind)
+        remove_leftovers(out_dir, kind)
         target = out_dir / kind
         if kind in dataset_dicts:
-            _replace_dir_atomically(target, lambda staging, kind=kind: dataset_dicts[kind].save_to_disk(staging))
+            replace_dir_atomically(target, lambda staging, kind=kind: dataset_dicts[kind].save_to_disk(staging))
         elif target.exists():
             # Leaving an old dataset would make load_prepared() return data
             # that no longer matches the annotations or this summary.
@@ -454,7 +415,7 @@ def prepare_annotations(data_dir: PathLike, *, store_dir: PathLike | None = None
         "answer_top_k": answer_top_k, "answer_vocab_size": None if answer_vocab is None else len(answer_vocab),
         "warnings": warnings,
     }
-    _write_json_atomically(out_dir / SUMMARY_FILENAME, summary)
+    write_json_atomically(out_dir / SUMMARY_FILENAME, summary)
     return summary
 
 
@@ -499,36 +460,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [f"warning: {warning}" for warning in summary["warnings"]]
     lines.append(f"wrote {summary['out_dir']}")
     return "\n".join(lines)
-
-
-def _resolve_hf_dir(data_dir_or_hf_dir: PathLike, marker: str) -> Path:
-    """Accept either DATA or DATA/hf: use DATA/hf when ``marker`` is there."""
-    given = Path(data_dir_or_hf_dir)
-    nested = given / HF_DIRNAME
-    return nested if not (given / marker).exists() and (nested / marker).exists() else given
-
-
-def load_prepared(data_dir_or_hf_dir: PathLike, kind: str) -> datasets.DatasetDict:
-    """Load the prepared DatasetDict of one kind from DATA or DATA/hf."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown annotation kind {kind!r}; expected one of {KINDS}")
-    hf_dir = _resolve_hf_dir(data_dir_or_hf_dir, kind)
-    path = hf_dir / kind
-    if not (path / "dataset_dict.json").is_file():
-        raise FileNotFoundError(f"no prepared {kind} dataset at {path} (nor under "
-                                f"{Path(data_dir_or_hf_dir) / HF_DIRNAME}); run `python -m prepare DATA` first")
-    return datasets.load_from_disk(str(path))
-
-
-def load_answer_vocab(hf_dir: PathLike) -> list[str]:
-    """The qa_oe answer vocabulary (answer_id indexes it); accepts DATA or DATA/hf."""
-    path = _resolve_hf_dir(hf_dir, ANSWER_VOCAB_FILENAME) / ANSWER_VOCAB_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no answer vocabulary at {path}; run `python -m prepare DATA` first")
-    vocab = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(vocab, list) or not all(isinstance(answer, str) for answer in vocab):
-        raise ValueError(f"{path} must hold a JSON list of strings")
-    return vocab
 
 
 def positive_int(text: str) -> int:

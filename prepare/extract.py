@@ -49,6 +49,7 @@ from prepare.decode import (  # noqa: F401 - _decode_with_* and output_size are 
     output_size,
     uniform_frame_indices,
 )
+from prepare.atomic import write_text_atomically
 from prepare.layout import PathLike, default_store_dir, videos_dir
 from violet.data.clip_store import ClipStoreWriter
 
@@ -194,11 +195,6 @@ def _decode_all(tasks: Sequence[ExtractionTask | tuple[str, Path]], *, frames: i
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.with_name(path.name + ".tmp").write_text(text, encoding="utf-8")
-    os.replace(path.with_name(path.name + ".tmp"), path)
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [(f"frame extraction: {summary['done']} done ({summary.get('changed', 0)} changed since stored), "
               f"{summary['skipped']} skipped (already stored), {summary['failed']} failed, "
@@ -299,9 +295,9 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
         "frames_per_video": frames, "short_side": short_side, "jpeg_quality": quality,
         "decoders": dict(decoders), "elapsed_s": round(elapsed, 3), "store": str(store),
     }
-    _write_atomically(store / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomically(store / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     failed_path = store / "failed.jsonl"
-    _write_atomically(failed_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
+    write_text_atomically(failed_path, "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
     print(format_summary(summary))
     if failures and strict:
         raise ExtractionError(f"--strict: {len(failures)} of {len(tasks)} clips failed; see {failed_path}", summary)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prepare.atomic import write_json_atomically, write_jsonl_atomically
 from prepare.layout import (
     KINDS,
     SPLITS,
@@ -332,28 +333,6 @@ def place_media(media: dict[str, Path], target_root: Path, *, copy: bool, data_d
             raise
         counts["copied" if copy else "linked"] += 1
     return dict(counts)
-
-
-def write_jsonl_atomically(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with staging.open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomically(path: Path, value: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        staging.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
 
 
 def format_summary(summary: dict[str, Any], data_dir: PathLike) -> str:

@@ -34,9 +34,7 @@ class Task:
     supports_zero_shot: bool = False
 
     def __init__(self, config: RunConfig, tokenizer: Any) -> None:
-        from prepare.annotations import (
-            load_prepared,  # prepare/ owns the on-disk layout
-        )
+        from prepare.prepared import load_prepared  # prepare/ owns the on-disk layout
 
         self.config = config
         self.tokenizer = tokenizer

@@ -28,7 +28,7 @@ class OpenEndedQATask(Task):
     defaults = {"train": {"epochs": 20, "lr": 3e-4}}
 
     def __init__(self, config: Any, tokenizer: Any, answers: list[str] | None = None) -> None:
-        from prepare.annotations import load_answer_vocab
+        from prepare.prepared import load_answer_vocab
 
         super().__init__(config, tokenizer)
         # A fine-tuned checkpoint carries its own vocabulary: its classifier's rows mean those words.
