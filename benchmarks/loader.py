@@ -14,7 +14,8 @@ segment middles of the stored frames, which are known positions of the source vi
 
 Prints one JSON object; `ratio_vs_decord` = ours / decord, `fraction_of_decode_limit` = ours / limit, each the
 median over `--repeats` rounds (after one warm-up round) of the ratio within a round; in a round the three paths
-run back to back over every clip, ours and the limit adjacent, so a shared machine's load hits them alike.
+run over every clip, ours and the limit twice in the order ours, limit, limit, ours (each rate is the clips of
+both passes over their time), so load that rises or falls during the round hits both alike.
 `clips_per_cpu_s` and the `cpu_*` ratios count CPU seconds of every process involved instead of wall time: on a
 machine shared with other jobs they show what the wall-clock ratios would be with the cores to ourselves.
 """
@@ -111,6 +112,12 @@ def decode_pass(pool: Any, shares: list[tuple[list[list[bytes]], int]]) -> tuple
     return count / (time.perf_counter() - start), count / max(tree_cpu_seconds() - cpu, 1e-9)
 
 
+def both(first: tuple[float, float], second: tuple[float, float]) -> tuple[float, float]:
+    """Rates (per wall second, per CPU second) of two passes over the same clips, taken together: the harmonic
+    mean, i.e. all clips over all seconds."""
+    return tuple(2 / (1 / a + 1 / b) for a, b in zip(first, second, strict=True))  # type: ignore[return-value]
+
+
 def tree_rss_mib() -> float:
     process = psutil.Process()
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
@@ -155,8 +162,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with get_context("fork").Pool(workers) as pool:
         # Interleaved, so the three paths see the same load on a shared machine; pass 0 warms everything up.
         for attempt in range(args.repeats + 1):
-            ours_rate, ours_cpu, clips = loader_pass(ours_loader)
-            limit_rate, limit_cpu = decode_pass(pool, shares)  # right after ours: the pair sees the same load
+            # ABBA: a linear drift of the machine's load affects ours and the limit equally.
+            ours_first = loader_pass(ours_loader)
+            limit_rate, limit_cpu = both(decode_pass(pool, shares), decode_pass(pool, shares))
+            ours_last = loader_pass(ours_loader)
+            ours_rate, ours_cpu = both(ours_first[:2], ours_last[:2])
+            clips = ours_first[2]
             decord_rate, decord_cpu, _ = loader_pass(decord_loader)
             if attempt:
                 for name, rate, cpu in (("ours", ours_rate, ours_cpu), ("decord", decord_rate, decord_cpu),
@@ -170,9 +181,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pass
     rss_after = tree_rss_mib()
     ours, decord_rate, limit = (statistics.median(rates[name]) for name in ("ours", "decord", "limit"))
-    # Ratios of the paired passes of each repeat, then their median: robust to load changing between repeats.
-    paired_fraction = statistics.median(o / m for o, m in zip(rates["ours"], rates["limit"], strict=True))
-    paired_ratio = statistics.median(o / d for o, d in zip(rates["ours"], rates["decord"], strict=True))
+    def paired(numerator: str, denominator: str, values: dict[str, list[float]]) -> float:
+        """Ratios of the paired passes of each repeat, then their median: robust to load changing between repeats."""
+        return statistics.median(n / d for n, d in zip(values[numerator], values[denominator], strict=True))
+
+    paired_fraction, paired_ratio = paired("ours", "limit", rates), paired("ours", "decord", rates)
     sample = store.meta(videos["video"][0])
     result = {
         "ratio_vs_decord": round(paired_ratio, 2),
@@ -186,13 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loader_rss_mib_before_memory_epochs": round(rss_before, 1),
         f"loader_rss_mib_after_{args.memory_epochs}_more_epochs": round(rss_after, 1),
         "per_repeat_clips_per_s": {name: [round(r, 1) for r in values] for name, values in rates.items()},
+        "per_repeat_clips_per_cpu_s": {name: [round(r, 1) for r in values] for name, values in per_cpu_second.items()},
         # Clips per CPU-second of every process involved (the main process and its workers / pool processes): a
         # load-independent view of the same comparison, for machines shared with other jobs.
         "clips_per_cpu_s": {name: round(statistics.median(values), 1) for name, values in per_cpu_second.items()},
-        "cpu_ratio_vs_decord": round(statistics.median(per_cpu_second["ours"]) /
-                                     statistics.median(per_cpu_second["decord"]), 2),
-        "cpu_fraction_of_decode_limit": round(statistics.median(per_cpu_second["ours"]) /
-                                              statistics.median(per_cpu_second["limit"]), 3),
+        "cpu_ratio_vs_decord": round(paired("ours", "decord", per_cpu_second), 2),
+        "cpu_fraction_of_decode_limit": round(paired("ours", "limit", per_cpu_second), 3),
         "load_average_1min_at_start": round(load_before, 2),
         "cpu_cores": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
         "numpy": np.__version__,

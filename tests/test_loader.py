@@ -125,3 +125,40 @@ def test_persistent_workers_sample_new_clips_each_epoch(tmp_path: Path) -> None:
         for index, frames in seen[epoch].items():
             assert torch.equal(frames, dataset[(epoch, index)]["frames"])  # the epoch reached the worker
     assert any(not torch.equal(seen[0][i], seen[1][i]) for i in range(6))
+
+
+@pytest.mark.parametrize(("frame_size", "size", "train"), [((256, 256), 224, False), ((256, 192), 64, True),
+                                                           ((256, 192), 96, False)])
+def test_decoding_into_a_batch_slot_gives_the_same_clip(frame_size: tuple[int, int], size: int, train: bool) -> None:
+    jpegs = [textured_jpeg(5, frame_size), textured_jpeg(6, frame_size)]
+    expected = decode_clip(jpegs, size, train, random.Random(4), scale_min=0.5)
+    slots = torch.full((3, 2, size, size, 3), 7, dtype=torch.uint8)
+    clip = decode_clip(jpegs, size, train, random.Random(4), scale_min=0.5, out=slots[1])
+    assert clip.data_ptr() == slots[1].data_ptr() and torch.equal(clip, expected)
+    assert (slots[0] == 7).all() and (slots[2] == 7).all()  # neighbours untouched
+    # 256 -> 224 centre crop of a square frame is the 7/8 DCT scale itself: no crop, no resize, the same pixels
+    # as a plain decode at that scale.
+    if frame_size == (256, 256):
+        assert torch.equal(clip.permute(0, 2, 3, 1), torch.from_numpy(decode_frames(jpegs, 224, 224)))
+    with pytest.raises(ValueError, match="out must be"):
+        decode_clip(jpegs, size, train, out=slots[:, 0])
+
+
+def test_batch_is_the_buffer_the_clips_were_decoded_into(tmp_path: Path) -> None:
+    videos = [f"v{i}.mp4" for i in range(4)]
+    with ClipStoreWriter(tmp_path, frames_per_video=4, short_side=192, fsync=False) as writer:
+        for n, video in enumerate(videos):
+            writer.add(video, [textured_jpeg(4 * n + f) for f in range(4)],
+                       {"width": 256, "height": 192, "src_fps": 4.0, "src_frames": 4, "duration": 1.0,
+                        "frame_times": [f / 4 for f in range(4)], "decoder": "decord"})
+    rows = datasets.Dataset.from_dict({"video": [*videos[:2], "missing.mp4", *videos[2:]]})
+    dataset = ClipDataset(rows, tmp_path, num_frames=2, size=48, train=True, crop_scale_min=0.5, seed=1)
+    singles = [dataset[(0, index)]["frames"] for index in (0, 1, 3, 4)]
+    samples = dataset.__getitems__([(0, 0), (0, 1)])
+    batch = collate_clips(samples)
+    assert batch["frames"].data_ptr() == samples[0]["frames"].data_ptr()  # no stacking copy
+    assert batch["frames"].shape == (2, 2, 3, 48, 48) and torch.equal(batch["frames"], torch.stack(singles[:2]))
+    # A bad clip leaves a gap in the buffer: the good clips are stacked instead, still in order and correct.
+    gapped = collate_clips(dataset.__getitems__([(0, i) for i in range(5)]))
+    assert gapped["index"].tolist() == [0, 1, 3, 4] and len(gapped["errors"]) == 1
+    assert torch.equal(gapped["frames"], torch.stack(singles))

@@ -119,6 +119,9 @@ class DataConfig:
     # a position saved in checkpoints) instead of random access; for corpora larger than RAM or local disk.
     streaming: bool = False
     shuffle_buffer: int = 2048  # rows mixed in each worker's shuffle window (streaming only)
+    # Pretraining on several corpora at once: "DIR=WEIGHT[@FRAMES],..." added to --data (weight 1); one corpus per
+    # batch, drawn by weight (e.g. CC3M images as 1-frame clips next to WebVid videos). See violet/data/mixture.py.
+    corpora: str = ""
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.num_workers < 0 or self.shuffle_buffer < 1:

@@ -11,7 +11,7 @@ from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwa
 from accelerate.utils import set_seed
 
 from violet.config import RunConfig, apply_overrides, load_yaml, parse_dotted
-from violet.models import preset
+from violet.models import preset, preset_overrides
 
 
 def build_config(
@@ -21,6 +21,7 @@ def build_config(
     config = RunConfig()
     apply_overrides(config, task_cls.defaults)
     config.model = preset(model)
+    apply_overrides(config, preset_overrides(model, task_cls.name))  # e.g. SimVTP's masking ratios, VIOLET's frames
     if config_file:
         apply_overrides(config, load_yaml(config_file))
     apply_overrides(config, drop_unset(flags))

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from violet.data.clip_store import ClipStore
-from violet.data.video import decode_clip, sample_frame_indices
+from violet.data.video import clip_buffer, decode_clip, sample_frame_indices
 
 logger = logging.getLogger(__name__)
 M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
@@ -68,6 +68,9 @@ class ClipDataset(Dataset):
         out of Arrow in one take instead of one formatted row at a time."""
         pairs = [key if isinstance(key, tuple) else (self.epoch, key) for key in keys]
         columns = self.rows[[index for _, index in pairs]]
+        # Every clip of the batch is decoded into its slot of one buffer (shared memory in a worker), which
+        # collate_clips then hands on as the batch: no per-clip arrays, no stacking copy.
+        frames = clip_buffer((len(pairs), self.num_frames, self.size, self.size, 3))
         samples = []
         for position, (epoch, index) in enumerate(pairs):
             row = {name: values[position] for name, values in columns.items()}
@@ -76,19 +79,19 @@ class ClipDataset(Dataset):
             # depend on worker count or on batches skipped when resuming mid-epoch.
             rng = random.Random(f"{self.seed}-{epoch}-{index}") if self.train else None
             try:
-                row["frames"] = self.load_clip(row["video"], rng)
+                row["frames"] = self.load_clip(row["video"], rng, out=frames[position])
             except (OSError, ValueError, KeyError, IndexError) as error:
                 logger.warning("skipping clip %r (row %d): %s", row["video"], index, error)
                 row["error"] = f"{row['video']}: {type(error).__name__}: {error}"
             samples.append(row)
         return samples
 
-    def load_clip(self, video: str, rng: random.Random | None) -> torch.Tensor:
-        """Sample, read and decode one clip: uint8 (T, 3, S, S)."""
+    def load_clip(self, video: str, rng: random.Random | None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample, read and decode one clip: uint8 (T, 3, S, S), into `out` ((T, S, S, 3) memory) if given."""
         location = self.store.locate(video)
         indices = sample_frame_indices(len(location.frame_lengths), self.num_frames, self.train, rng)
         jpegs = self.store.read_frames(video, indices, location)
-        return decode_clip(jpegs, self.size, self.train, rng, self.crop_scale_min, self.flip)
+        return decode_clip(jpegs, self.size, self.train, rng, self.crop_scale_min, self.flip, out=out)
 
 
 def steady_memory_worker_init(worker_id: int) -> None:
@@ -138,17 +141,30 @@ def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         batch["index"] = torch.empty(0, dtype=torch.long)
         return batch
-    # default_collate stacks straight into shared memory inside a worker: no extra copy on the way to the main
-    # process, and no batch-sized heap blocks whose reuse would fragment the worker's memory epoch after epoch.
-    # Clips from decode_clip are channels-last in memory; stacking them in that order is a plain copy, and the
-    # batch is handed out as its (B, T, 3, S, S) view (every consumer reads it through strides or reshape).
+    # Clips from decode_clip are channels-last in memory, and the batch is handed out as the (B, T, 3, S, S) view
+    # of (B, T, S, S, 3) memory (every consumer reads it through strides or reshape).
     channels_last = [sample["frames"].permute(0, 2, 3, 1) for sample in good]
-    batch["frames"] = default_collate(channels_last).permute(0, 1, 4, 2, 3)
+    frames = _consecutive_slots(channels_last)
+    batch["frames"] = (default_collate(channels_last) if frames is None else frames).permute(0, 1, 4, 2, 3)
     batch["index"] = torch.tensor([sample["index"] for sample in good], dtype=torch.long)
     for key in good[0]:
         if key not in ("frames", "index"):
             batch[key] = [sample[key] for sample in good]
     return batch
+
+
+def _consecutive_slots(clips: list[torch.Tensor]) -> torch.Tensor | None:
+    """The (B, ...) tensor whose consecutive slots these contiguous clips are (ClipDataset decodes a batch into
+    one buffer), or None if they are not, e.g. after a bad clip left a gap. Otherwise default_collate stacks
+    them, straight into shared memory inside a worker."""
+    first = clips[0]
+    storage, step = first.untyped_storage(), first.numel()
+    for position, clip in enumerate(clips):
+        if (not clip.is_contiguous() or clip.shape != first.shape
+                or clip.untyped_storage().data_ptr() != storage.data_ptr()
+                or clip.storage_offset() != first.storage_offset() + position * step):
+            return None
+    return first.new_empty(0).set_(storage, first.storage_offset(), (len(clips), *first.shape))
 
 
 def make_collate(tokenize_batch: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:

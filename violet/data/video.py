@@ -16,6 +16,7 @@ import numpy as np
 import simplejpeg
 import torch
 import torch.nn.functional as F
+from torch.utils.data import get_worker_info
 
 
 def sample_frame_indices(num_stored: int, num_frames: int, train: bool, rng: random.Random | None = None) -> list[int]:
@@ -55,60 +56,43 @@ def crop_box(width: int, height: int, train: bool, rng: random.Random | None, sc
 
 
 class _Scratch(threading.local):
-    """One growing decode buffer per thread, reused for every clip.
+    """Growing decode buffers per thread, reused for every clip.
 
     Random crops change the DCT scale, so decoded frames change size from clip to clip; fresh arrays of varying
-    sizes fragment the worker's heap until its memory has grown by hundreds of MB. Decoding into one buffer
-    keeps a worker's memory flat. Callers copy out of it (the resize does) before the next clip.
+    sizes fragment the worker's heap until its memory has grown by hundreds of MB (and with the worker's fixed
+    mmap threshold each fresh array costs page faults). Decoding into reused buffers keeps a worker's memory
+    flat. Callers copy out of them (the crop or resize does) before the next clip.
     """
 
-    buffer = np.empty(0, dtype=np.uint8)
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
 
-    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         size = math.prod(shape)
-        if self.buffer.size < size:
-            self.buffer = np.empty(size, dtype=np.uint8)
-        return self.buffer[:size].reshape(shape)
+        if self.buffers.get(name, np.empty(0)).size < size:
+            self.buffers[name] = np.empty(size, dtype=np.uint8)
+        return self.buffers[name][:size].reshape(shape)
 
 
 _scratch = _Scratch()
 
 
-def decode_frames(jpegs: list[bytes], min_width: int = 0, min_height: int = 0, *, reuse: bool = False) -> np.ndarray:
+def _decode_one(data: bytes, position: int, min_width: int, min_height: int, buffer: np.ndarray) -> np.ndarray:
+    try:
+        return simplejpeg.decode_jpeg(data, "RGB", min_width=min_width, min_height=min_height, buffer=buffer)
+    except ValueError as error:
+        raise ValueError(f"frame {position} is not a decodable JPEG ({error})") from None
+
+
+def decode_frames(
+    jpegs: list[bytes], min_width: int = 0, min_height: int = 0, *, reuse: bool = False, out: np.ndarray | None = None,
+) -> np.ndarray:
     """Decode JPEG frames of one clip into uint8 (T, H, W, 3), DCT-downscaled as far as the minimum size allows.
 
-    With `reuse`, the result lives in this thread's scratch buffer and is overwritten by the next call.
+    With `out` (a C-contiguous uint8 array), frames whose decoded shape is exactly `out.shape` are decoded
+    straight into it (no copy) and `out` is returned; otherwise, and without `out`, the result is a new array,
+    or with `reuse` this thread's scratch buffer, overwritten by the next call.
     Raises ValueError (naming the frame) for bytes that are not a decodable JPEG, or frames of different sizes.
-    """
-    out: np.ndarray | None = None
-    for position, data in enumerate(jpegs):
-        try:
-            if out is None:
-                frame = simplejpeg.decode_jpeg(data, "RGB", min_width=min_width, min_height=min_height)
-                shape = (len(jpegs), *frame.shape)
-                out = _scratch.array(shape) if reuse else np.empty(shape, dtype=np.uint8)
-                out[0] = frame
-                continue
-            frame = simplejpeg.decode_jpeg(data, "RGB", min_width=min_width, min_height=min_height,
-                                           buffer=out[position])
-        except ValueError as error:
-            raise ValueError(f"frame {position} is not a decodable JPEG ({error})") from None
-        if frame.shape != out.shape[1:]:
-            raise ValueError(f"frame {position} decodes to {frame.shape[:2]}, frame 0 to {out.shape[1:3]}")
-    if out is None:
-        raise ValueError("no frames to decode")
-    return out
-
-
-def decode_clip(
-    jpegs: list[bytes], size: int, train: bool, rng: random.Random | None = None, scale_min: float = 1.0,
-    flip: bool = False,
-) -> torch.Tensor:
-    """Decode JPEG frames into uint8 (T, 3, size, size), channels-last in memory, with one crop (and, if `flip`,
-    one mirror) per clip.
-
-    `flip` mirrors half of the training clips left-right; it is off by default because captions and answers
-    that say "left" or "right" would then lie.
     """
     if not jpegs:
         raise ValueError("no frames to decode")
@@ -116,23 +100,81 @@ def decode_clip(
         height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[0])
     except ValueError as error:
         raise ValueError(f"frame 0 is not a decodable JPEG ({error})") from None
+    # Frame 0 tells the decoded size (DCT scales only shrink, so the full size bounds it); later frames then go
+    # straight into their slot of the clip array.
+    first = _decode_one(jpegs[0], 0, min_width, min_height, _scratch.array("first", (height * width * 3,)))
+    shape = (len(jpegs), *first.shape)
+    if out is not None and out.shape == shape:
+        frames = out
+    else:
+        frames = _scratch.array("clip", shape) if reuse else np.empty(shape, dtype=np.uint8)
+    frames[0] = first
+    for position in range(1, len(jpegs)):
+        frame = _decode_one(jpegs[position], position, min_width, min_height, frames[position])
+        if frame.shape != shape[1:]:
+            raise ValueError(f"frame {position} decodes to {frame.shape[:2]}, frame 0 to {shape[1:3]}")
+    return frames
+
+
+def clip_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor for decoded clips, in shared memory when called in a DataLoader worker.
+
+    A batch decoded into one such buffer leaves the worker without a copy: the collate hands the buffer itself
+    to the main process (what default_collate's stack into shared memory does, minus the stack).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def decode_clip(
+    jpegs: list[bytes], size: int, train: bool, rng: random.Random | None = None, scale_min: float = 1.0,
+    flip: bool = False, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decode JPEG frames into uint8 (T, 3, size, size), channels-last in memory, with one crop (and, if `flip`,
+    one mirror) per clip.
+
+    `out`, if given, is a C-contiguous uint8 (T, size, size, 3) tensor (a slot of a batch buffer) that receives
+    the clip; the result is then its (T, 3, size, size) view. When the DCT-scaled frame is already the crop at
+    the output size (a centre crop of a square frame whose scale lands on `size`), frames are decoded straight
+    into it. `flip` mirrors half of the training clips left-right; it is off by default because captions and
+    answers that say "left" or "right" would then lie.
+    """
+    if not jpegs:
+        raise ValueError("no frames to decode")
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[0])
+    except ValueError as error:
+        raise ValueError(f"frame 0 is not a decodable JPEG ({error})") from None
+    if out is None:
+        out = torch.empty((len(jpegs), size, size, 3), dtype=torch.uint8)
+    elif out.shape != (len(jpegs), size, size, 3) or out.dtype != torch.uint8 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous uint8 ({len(jpegs)}, {size}, {size}, 3) tensor, got "
+                         f"{out.dtype} {tuple(out.shape)}")
+    target = out.numpy()
     left, top, right, bottom = crop_box(width, height, train, rng, scale_min)
     # The smallest decode in which the crop still spans `size` pixels: libjpeg-turbo scales by k/8.
     zoom = size / (right - left)
-    frames = decode_frames(jpegs, min_width=math.ceil(width * zoom), min_height=math.ceil(height * zoom), reuse=True)
-    scale_x, scale_y = frames.shape[2] / width, frames.shape[1] / height
-    x0, y0 = int(left * scale_x), int(top * scale_y)
-    x1 = max(x0 + 1, min(frames.shape[2], round(right * scale_x)))
-    y1 = max(y0 + 1, min(frames.shape[1], round(bottom * scale_y)))
-    crop = frames[:, y0:y1, x0:x1]  # (T, h, w, 3), a view into the scratch buffer
-    if crop.shape[1:3] != (size, size):
-        # uint8 in, uint8 out, channels-last in and out: torch's vectorised antialiased bilinear path.
-        resized = F.interpolate(torch.from_numpy(crop).permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
-                                antialias=True, align_corners=False)
-        crop = resized.permute(0, 2, 3, 1).numpy()
+    whole_frame = (left, top, right, bottom) == (0, 0, width, height)
+    frames = decode_frames(jpegs, min_width=math.ceil(width * zoom), min_height=math.ceil(height * zoom), reuse=True,
+                           out=target if whole_frame else None)
+    if frames is not target:
+        scale_x, scale_y = frames.shape[2] / width, frames.shape[1] / height
+        x0, y0 = int(left * scale_x), int(top * scale_y)
+        x1 = max(x0 + 1, min(frames.shape[2], round(right * scale_x)))
+        y1 = max(y0 + 1, min(frames.shape[1], round(bottom * scale_y)))
+        crop = frames[:, y0:y1, x0:x1]  # (T, h, w, 3), a view into the scratch buffer
+        if crop.shape[1:3] == (size, size):
+            np.copyto(target, crop)
+        else:
+            # uint8 in, uint8 out, channels-last in and out: torch's vectorised antialiased bilinear path.
+            resized = F.interpolate(torch.from_numpy(crop).permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                    antialias=True, align_corners=False)
+            out.copy_(resized.permute(0, 2, 3, 1))
     if flip and train and rng is not None and rng.random() < 0.5:
-        crop = crop[:, :, ::-1]
-    # A fresh (T, S, S, 3) copy (never a view of the scratch buffer), returned as its (T, 3, S, S) view: channels
-    # stay last in memory. Transposing to channels-first here cost ~30 % of the JPEG decode itself (measured);
-    # the collate keeps this layout, and the model's first strided op (on the GPU, when there is one) absorbs it.
-    return torch.from_numpy(np.array(crop, order="C")).permute(0, 3, 1, 2)
+        out.copy_(out.flip(2))
+    # Returned as the (T, 3, S, S) view of (T, S, S, 3) memory: channels stay last. Transposing to channels-first
+    # here cost ~30 % of the JPEG decode itself (measured); the collate keeps this layout, and the model's first
+    # strided op (on the GPU, when there is one) absorbs it.
+    return out.permute(0, 3, 1, 2)

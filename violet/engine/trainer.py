@@ -25,6 +25,7 @@ from violet.config import RunConfig, save_config
 from violet.engine.checkpoint import (
     CONFIG, TOKENIZER_DIR, checkpoint_dirs, export_weights, load_weights, mark_complete, prune_checkpoints,
 )
+from violet.models.pretrained import apply_pretrained_init
 from violet.tasks.base import Task
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ class Trainer:
         self.model = task.build_model()
         if config.init:
             load_weights(self.model, Path(config.init))
+        else:  # a run from scratch may start its encoders from image/video/BERT checkpoints (model.*_init)
+            for part, report in apply_pretrained_init(self.model).items():  # full key lists are logged there
+                counts = ", ".join(f"{len(v)} {k}" for k, v in report.items() if isinstance(v, (list, tuple)))
+                accelerator.print(f"{part} initialised from a {report.get('format')} checkpoint ({counts})")
         self.optimizer = build_optimizer(self.model, config)
         # Accelerate's prepared scheduler advances once per process at every optimizer step, so the schedule is
         # laid out in process-steps to end exactly at total_steps.

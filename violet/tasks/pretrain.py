@@ -54,16 +54,14 @@ class PretrainTask(RetrievalTask):
                                   mvm_output_dim=self.mvm_target.output_dim)
 
     def train_loader(self) -> Any:
-        # `data.corpora` is read with getattr until DataConfig declares it (requested from the lead, see
-        # docs/models.md); without it pretraining reads the --data corpus alone, as before.
-        spec = getattr(self.config.data, "corpora", "")
+        spec = self.config.data.corpora  # empty: the --data corpus alone
         if not spec:
             return super().train_loader()
         return self.mixture_loader(spec)
 
     def mixture_loader(self, spec: str) -> DataLoader:
         """Batches from the --data corpus (weight 1) and the `data.corpora` ones, one corpus per batch."""
-        from prepare.annotations import load_prepared
+        from prepare.prepared import load_prepared
 
         data = self.config.data
         if data.streaming:
