@@ -48,7 +48,7 @@ def estimates(total: int, largest: int, gpus: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--presets", nargs="*", default=[name for name in PRESETS if name != "tiny"])
+    parser.add_argument("--presets", nargs="*", default=[name for name in PRESETS if "tiny" not in name])
     parser.add_argument("--gpus", nargs="*", type=int, default=[1, 8, 16, 64])
     args = parser.parse_args()
     print("| preset | params | GPUs | DDP | ZeRO-2 | ZeRO-3 | ZeRO-3 + offload |")
