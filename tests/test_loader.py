@@ -162,3 +162,71 @@ def test_batch_is_the_buffer_the_clips_were_decoded_into(tmp_path: Path) -> None
     gapped = collate_clips(dataset.__getitems__([(0, i) for i in range(5)]))
     assert gapped["index"].tolist() == [0, 1, 3, 4] and len(gapped["errors"]) == 1
     assert torch.equal(gapped["frames"], torch.stack(singles))
+
+
+def _small_store(root: Path, count: int) -> list[str]:
+    videos = [f"v{i}.mp4" for i in range(count)]
+    with ClipStoreWriter(root, frames_per_video=2, short_side=192, fsync=False) as writer:
+        for n, video in enumerate(videos):
+            writer.add(video, [textured_jpeg(2 * n + f) for f in range(2)],
+                       {"width": 256, "height": 192, "src_fps": 2.0, "src_frames": 2, "duration": 1.0,
+                        "frame_times": [0.0, 0.5], "decoder": "decord"})
+    return videos
+
+
+def test_worker_batch_buffers_are_reused_only_after_the_main_process_drops_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lease protocol, both sides in one process: a separate storage stands for the main process's mapping."""
+    import violet.data.datasets as loader_module
+
+    monkeypatch.setattr(loader_module, "_outstanding", [])
+    monkeypatch.setattr(loader_module, "_lease_arrays", {})
+    buffers = loader_module._WorkerBatchBuffers()
+
+    def receive(storage: torch.UntypedStorage) -> dict:
+        main_copy = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage(storage.nbytes()))
+        leases, *lease = buffers.lease(storage)
+        batch = loader_module._received_batch({"frames": main_copy, "index": [0]}, leases, *lease)
+        assert batch["index"].tolist() == [0]
+        return batch
+
+    first = buffers.take(64)
+    assert buffers.lease(first)[0] is buffers.leases  # the lease array goes with the batches ...
+    first_in_main = receive(first)
+    assert buffers.lease(first)[0] is None  # ... until the main process knows it
+    second = buffers.take(64)
+    assert second.data_ptr() != first.data_ptr()  # the first is still held by the main process
+    second_in_main = receive(second)
+    del first_in_main
+    receive(buffers.take(64))  # receiving any batch sweeps the dropped ones
+    assert buffers.take(64).data_ptr() == first.data_ptr()  # the dropped buffer is back in use
+    assert all(buffers.take(64).data_ptr() != second.data_ptr() for _ in range(10))  # never the held one
+    assert second_in_main["frames"].numel() == 64
+    # Every buffer out: one-offs, never a pooled buffer.
+    pooled = {buffer.data_ptr() for buffer in buffers.buffers if buffer is not None}
+    assert len(pooled) == loader_module.BUFFERS_PER_WORKER and buffers.take(64).data_ptr() not in pooled
+    # A buffer taken but not delivered (its batch was stacked instead) is given back at once.
+    slot_leases = buffers.leases.clone()
+    buffers.leases[3] = 0
+    again = buffers.take(64)
+    buffers.give_back(again)
+    assert int(buffers.leases[3]) == 0 and torch.equal(buffers.leases[:3], slot_leases[:3])
+    assert buffers.take(64).data_ptr() == buffers.buffers[3].data_ptr()
+
+
+def test_held_batches_stay_intact_when_every_worker_buffer_is_out(tmp_path: Path) -> None:
+    videos = _small_store(tmp_path, 20)
+    dataset = ClipDataset(datasets.Dataset.from_dict({"video": videos}), tmp_path, 2, 32, train=True, seed=3,
+                          crop_scale_min=0.5)
+    sampler = EpochShuffleSampler(len(dataset), seed=3)
+    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=2, persistent_workers=True,
+                        collate_fn=collate_clips)
+    held = []
+    for epoch in (0, 1):  # 40 batches held at once, more than the 2 x 8 pooled buffers
+        sampler.set_epoch(epoch)
+        held += [(epoch, int(batch["index"][0]), batch["frames"][0]) for batch in loader]
+    for batch_number, (epoch, index, frames) in enumerate(held):
+        assert torch.equal(frames, dataset[(epoch, index)]["frames"]), batch_number
+    dropped = [int(batch["index"][0]) for batch in loader for _ in range(1)]  # batches dropped as they come
+    assert sorted(dropped) == list(range(20))

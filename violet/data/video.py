@@ -16,7 +16,6 @@ import numpy as np
 import simplejpeg
 import torch
 import torch.nn.functional as F
-from torch.utils.data import get_worker_info
 
 
 def sample_frame_indices(num_stored: int, num_frames: int, train: bool, rng: random.Random | None = None) -> list[int]:
@@ -114,18 +113,6 @@ def decode_frames(
         if frame.shape != shape[1:]:
             raise ValueError(f"frame {position} decodes to {frame.shape[:2]}, frame 0 to {shape[1:3]}")
     return frames
-
-
-def clip_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised uint8 tensor for decoded clips, in shared memory when called in a DataLoader worker.
-
-    A batch decoded into one such buffer leaves the worker without a copy: the collate hands the buffer itself
-    to the main process (what default_collate's stack into shared memory does, minus the stack).
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def decode_clip(
