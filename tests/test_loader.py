@@ -99,13 +99,19 @@ def test_epoch_sampler_is_a_seeded_permutation_carrying_the_epoch() -> None:
     assert [i for _, i in EpochShuffleSampler(10, seed=4)] != [i for _, i in first]
 
 
-def test_persistent_workers_sample_new_clips_each_epoch(tmp_path: Path) -> None:
-    videos = [f"v{i}.mp4" for i in range(6)]
-    with ClipStoreWriter(tmp_path, frames_per_video=8, short_side=192, fsync=False) as writer:
+def write_textured_store(root: Path, count: int, frames: int) -> list[str]:
+    """A clip store of `count` videos with `frames` distinct textured frames each; returns their ids."""
+    videos = [f"v{i}.mp4" for i in range(count)]
+    with ClipStoreWriter(root, frames_per_video=frames, short_side=192, fsync=False) as writer:
         for n, video in enumerate(videos):
-            writer.add(video, [textured_jpeg(8 * n + f) for f in range(8)],
-                       {"width": 256, "height": 192, "src_fps": 8.0, "src_frames": 8, "duration": 1.0,
-                        "frame_times": [f / 8 for f in range(8)], "decoder": "decord"})
+            writer.add(video, [textured_jpeg(frames * n + f) for f in range(frames)],
+                       {"width": 256, "height": 192, "src_fps": float(frames), "src_frames": frames, "duration": 1.0,
+                        "frame_times": [f / frames for f in range(frames)], "decoder": "decord"})
+    return videos
+
+
+def test_persistent_workers_sample_new_clips_each_epoch(tmp_path: Path) -> None:
+    videos = write_textured_store(tmp_path, count=6, frames=8)
     rows = datasets.Dataset.from_dict({"video": videos})
     dataset = ClipDataset(rows, tmp_path, num_frames=2, size=32, train=True, crop_scale_min=0.5, seed=7)
     sampler = EpochShuffleSampler(len(dataset), seed=7)
@@ -145,12 +151,7 @@ def test_decoding_into_a_batch_slot_gives_the_same_clip(frame_size: tuple[int, i
 
 
 def test_batch_is_the_buffer_the_clips_were_decoded_into(tmp_path: Path) -> None:
-    videos = [f"v{i}.mp4" for i in range(4)]
-    with ClipStoreWriter(tmp_path, frames_per_video=4, short_side=192, fsync=False) as writer:
-        for n, video in enumerate(videos):
-            writer.add(video, [textured_jpeg(4 * n + f) for f in range(4)],
-                       {"width": 256, "height": 192, "src_fps": 4.0, "src_frames": 4, "duration": 1.0,
-                        "frame_times": [f / 4 for f in range(4)], "decoder": "decord"})
+    videos = write_textured_store(tmp_path, count=4, frames=4)
     rows = datasets.Dataset.from_dict({"video": [*videos[:2], "missing.mp4", *videos[2:]]})
     dataset = ClipDataset(rows, tmp_path, num_frames=2, size=48, train=True, crop_scale_min=0.5, seed=1)
     singles = [dataset[(0, index)]["frames"] for index in (0, 1, 3, 4)]

@@ -83,6 +83,17 @@ def _decode_one(data: bytes, position: int, min_width: int, min_height: int, buf
         raise ValueError(f"frame {position} is not a decodable JPEG ({error})") from None
 
 
+def _first_frame_size(jpegs: list[bytes]) -> tuple[int, int]:
+    """(height, width) of frame 0 from its header; a clear error for an empty clip or undecodable bytes."""
+    if not jpegs:
+        raise ValueError("no frames to decode")
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[0])
+    except ValueError as error:
+        raise ValueError(f"frame 0 is not a decodable JPEG ({error})") from None
+    return height, width
+
+
 def decode_frames(
     jpegs: list[bytes], min_width: int = 0, min_height: int = 0, *, reuse: bool = False, out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -93,12 +104,7 @@ def decode_frames(
     or with `reuse` this thread's scratch buffer, overwritten by the next call.
     Raises ValueError (naming the frame) for bytes that are not a decodable JPEG, or frames of different sizes.
     """
-    if not jpegs:
-        raise ValueError("no frames to decode")
-    try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[0])
-    except ValueError as error:
-        raise ValueError(f"frame 0 is not a decodable JPEG ({error})") from None
+    height, width = _first_frame_size(jpegs)
     # Frame 0 tells the decoded size (DCT scales only shrink, so the full size bounds it); later frames then go
     # straight into their slot of the clip array.
     first = _decode_one(jpegs[0], 0, min_width, min_height, _scratch.array("first", (height * width * 3,)))
@@ -128,12 +134,7 @@ def decode_clip(
     into it. `flip` mirrors half of the training clips left-right; it is off by default because captions and
     answers that say "left" or "right" would then lie.
     """
-    if not jpegs:
-        raise ValueError("no frames to decode")
-    try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[0])
-    except ValueError as error:
-        raise ValueError(f"frame 0 is not a decodable JPEG ({error})") from None
+    height, width = _first_frame_size(jpegs)
     if out is None:
         out = torch.empty((len(jpegs), size, size, 3), dtype=torch.uint8)
     elif out.shape != (len(jpegs), size, size, 3) or out.dtype != torch.uint8 or not out.is_contiguous():
