@@ -13,6 +13,7 @@ def vtc_loss(
     logit_scale: torch.Tensor,
     weight: float,
     video_ids: torch.Tensor | None = None,
+    sizes: list[int] | None = None,
 ) -> dict:
     """Symmetric InfoNCE. Embeddings are L2-normalised (B, D) on this rank; labels index the global batch.
 
@@ -20,7 +21,7 @@ def vtc_loss(
     so two captions of one clip are not pushed apart. Each rank averages over its own rows; the gradient
     averaging of DDP/DeepSpeed then yields the global-batch mean.
     """
-    sizes = rank_sizes(text_embed.shape[0], text_embed.device)
+    sizes = sizes or rank_sizes(text_embed.shape[0], text_embed.device)  # rows per rank, if not known yet
     all_text = gather_with_grad(text_embed, sizes)
     all_video = gather_with_grad(video_embed, sizes)
     scale = logit_scale.float().squeeze()

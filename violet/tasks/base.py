@@ -60,10 +60,13 @@ class Task:
             )
         return self.splits[split]
 
-    def clip_dataset(self, rows: Any, train: bool, num_frames: int | None = None) -> ClipDataset:
+    def clip_dataset(
+        self, rows: Any, train: bool, num_frames: int | None = None, store_dir: Path | None = None
+    ) -> ClipDataset:
+        """Clips of `rows` from this task's clip store (or `store_dir`, another corpus's) with the run's settings."""
         data = self.config.data
         return ClipDataset(
-            rows, self.store_dir, num_frames or data.num_frames, self.config.model.image_size, train,
+            rows, store_dir or self.store_dir, num_frames or data.num_frames, self.config.model.image_size, train,
             crop_scale_min=data.crop_scale_min if data.train_augment else 1.0, seed=self.config.train.seed,
             flip=data.horizontal_flip,
         )

@@ -21,7 +21,8 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 
-from violet.data.datasets import ClipDataset, make_collate
+from prepare.layout import STORE_DIRNAME
+from violet.data.datasets import make_collate
 from violet.data.mixture import (
     CorpusBatchSampler,
     CorpusMixture,
@@ -76,11 +77,8 @@ class PretrainTask(RetrievalTask):
                 if "train" not in prepared or not len(prepared["train"]):
                     raise FileNotFoundError(f"data.corpora: {corpus.data_dir} has no prepared train captions")
                 rows = prepared["train"]
-            datasets.append(ClipDataset(
-                rows, corpus.data_dir / "clip_store", corpus.num_frames, self.config.model.image_size,
-                data.train_augment, crop_scale_min=data.crop_scale_min if data.train_augment else 1.0,
-                seed=self.config.train.seed, flip=data.horizontal_flip,
-            ))
+            datasets.append(self.clip_dataset(rows, data.train_augment, corpus.num_frames,
+                                              store_dir=corpus.data_dir / STORE_DIRNAME))
             names.append(f"{index}-{corpus.data_dir.name}")
         mixture = CorpusMixture(datasets, names, min_frames=self.config.model.tubelet)
         sampler = CorpusBatchSampler(mixture, [corpus.weight for corpus in corpora], self.config.train.batch_size,

@@ -45,8 +45,9 @@ class RetrievalTask(Task):
         video = model("video", frames=batch["frames"], mvm_mask=video_mask)
         text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])
         keys = video_keys(batch["video"], batch["frames"].device)
-        terms = vtc_loss(text["embed"], video["embed"], text["logit_scale"], objective.vtc_weight, keys)
-        negatives = self.matching_negatives(text, video, batch["text_mask"], keys)
+        sizes = rank_sizes(keys.shape[0], keys.device)  # exchanged once, used by every global-batch gather below
+        terms = vtc_loss(text["embed"], video["embed"], text["logit_scale"], objective.vtc_weight, keys, sizes)
+        negatives = self.matching_negatives(text, video, batch["text_mask"], keys, sizes)
         terms.update(
             vtm_loss(
                 lambda t, m, v: model("fusion", text_tokens=t, text_mask=m, video_tokens=v)["vtm_logits"],
@@ -56,7 +57,7 @@ class RetrievalTask(Task):
         return terms, video, text
 
     def matching_negatives(
-        self, text: dict, video: dict, text_mask: torch.Tensor, keys: torch.Tensor
+        self, text: dict, video: dict, text_mask: torch.Tensor, keys: torch.Tensor, sizes: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(negative video tokens per text, negative text tokens per video, their masks), hard-sampled.
 
@@ -68,7 +69,7 @@ class RetrievalTask(Task):
         if objective.vtm_negatives not in ("global", "local"):
             raise ValueError(f"objective.vtm_negatives must be global|local, got {objective.vtm_negatives!r}")
         pooled = objective.vtm_negatives == "global"
-        sizes = rank_sizes(keys.shape[0], keys.device) if pooled else [keys.shape[0]]
+        sizes = sizes if pooled else [keys.shape[0]]
         gather = (lambda tensor: gather_with_grad(tensor, sizes)) if pooled else (lambda tensor: tensor)
         with torch.no_grad():
             all_keys = gather(keys)
