@@ -1,8 +1,8 @@
 """Unseen worlds: complete data sets in the user layout, drawn from a seed, for choosing and checking defaults.
 
-Each video shows three objects (distinct colours and shapes) on a plain background; one, two or three of them
-move one after another, each in a direction and at a speed. Every caption and question is about what happens:
-which object moved, which way, how fast, in which order, how many moved. The first frame alone does not answer
+Each video shows two objects (distinct colours and shapes) on a plain background; one of them moves once or
+twice, one move after another, each move in its own direction and at its own speed. Every caption and question
+is about what happens: which object moves, which way, how fast, in which order, how many times. The first frame alone does not answer
 them (every object is visible from the start).
 
 The seed also draws the *language*: the word for each colour, shape, direction and speed (from pools of
@@ -42,25 +42,30 @@ WORDS = {
     "slow": ("slowly", "gently", "a little", "briefly"), "fast": ("quickly", "rapidly", "far", "swiftly"),
 }
 VERBS = ("moves", "goes", "travels", "drifts", "heads", "slides", "shifts")
-JOINERS = (", then ", " and after that ", "; next ", ", followed by: ", " before ")  # " before " keeps order
-CAPTION_TEMPLATES = (  # {events}: the moves in order, joined by the world's joiner
-    "{events}", "in this clip {events}", "first {events}", "{events}, while the rest stay still",
-    "watch: {events}", "a scene where {events}", "{count_word} things move: {events}",
+JOINERS = (", then ", " and after that ", "; next it ", ", followed by a move ", " and later ")
+CAPTION_TEMPLATES = (  # {story}: the thing and its moves in order
+    "{story}", "in this clip {story}", "{story}, the other one stays still", "watch: {story}",
+    "a scene where {story}", "{story} ({count} moves)", "here {story}",
 )
-EVENT_TEMPLATES = ("the {colour} {shape} {verb} {speed} {direction}", "{colour} {shape} {verb} {direction} {speed}",
-                   "the {shape} in {colour} {verb} {direction}, {speed}", "{speed}, the {colour} {shape} {verb} {direction}")
-COUNT_WORDS = ("one", "two", "three")
+FIRST_MOVE = ("the {colour} {shape} {verb} {speed} {direction}", "the {colour} {shape} {verb} {direction} {speed}",
+              "the {shape} in {colour} {verb} {direction}, {speed}", "{speed}, the {colour} {shape} {verb} {direction}")
+LATER_MOVE = ("{direction} {speed}", "{speed} {direction}", "{direction}, {speed}")
+COUNT_WORDS = ("one", "two", "three")  # indexed by moves - 1
 QUESTIONS = {
-    "direction": ("which way does the {colour} {shape} move?", "where does the {colour} {shape} go?",
-                  "the {colour} {shape} moves in which direction?"),
-    "first": ("which colour moves first?", "what colour is the first thing to move?", "who moves first, by colour?"),
-    "last": ("which colour moves last?", "what colour is the last thing to move?", "who moves last, by colour?"),
+    "direction": ("which way does the {colour} {shape} move first?", "where does the {colour} {shape} go first?",
+                  "the {colour} {shape} first moves in which direction?"),
+    "last": ("which way does the {colour} {shape} go at the end?", "the last move of the {colour} {shape} is which way?",
+             "where does the {colour} {shape} finally head?"),
+    "mover": ("which colour moves?", "what colour is the thing that moves?", "who moves, by colour?"),
+    "count": ("how many times does the {colour} {shape} move?", "how many moves does the {colour} {shape} make?",
+              "count the moves of the {colour} {shape}."),
+    "speed": ("how does the {colour} {shape} move the first time, slow or fast?",
+              "what speed is the first move of the {colour} {shape}?", "is the {colour} {shape} quick or slow at first?"),
     "story": ("what happens in the video?", "which description fits the clip?", "which story is shown?"),
-    "count": ("how many things move?", "how many objects change place?", "count the moving objects."),
-    "speed": ("how does the {colour} {shape} move, slow or fast?", "what speed is the {colour} {shape}?",
-              "is the {colour} {shape} quick or slow?"),
 }
 MC_OPTIONS = 4
+OBJECTS = 2  # things in a scene; one of them moves
+MAX_MOVES = 2  # it moves 1..MAX_MOVES times, one move after another
 FRAMES, FPS, SIZE = 16, 8, 64
 
 
@@ -85,24 +90,23 @@ class Language:
         self.verb = str(rng.choice(VERBS))
         self.joiner = str(rng.choice(JOINERS))
         self.captions = [CAPTION_TEMPLATES[i] for i in rng.choice(len(CAPTION_TEMPLATES), 3, replace=False)]
-        self.event = str(rng.choice(EVENT_TEMPLATES))
+        self.first_move = str(rng.choice(FIRST_MOVE))
+        self.later_move = str(rng.choice(LATER_MOVE))
         self.questions = {kind: str(rng.choice(pool)) for kind, pool in QUESTIONS.items()}
 
     def thing_words(self, thing: Thing) -> dict[str, str]:
         return {"colour": self.word[thing.colour], "shape": self.word[thing.shape]}
 
-    def describe(self, event: Event) -> str:
-        return self.event.format(verb=self.verb, direction=self.word[event.direction],
-                                 speed=self.word[event.speed], **self.thing_words(event.thing))
-
     def caption(self, events: list[Event], rng: np.random.Generator, template: str = "") -> str:
-        parts = [self.describe(event) for event in events]
-        if self.joiner == " before ":  # "A before B" reads in order; keep it so
-            text = " before ".join(parts)
-        else:
-            text = self.joiner.join(parts)
+        """The moving thing and its moves in order, in this world's words; `template` fixes the frame sentence."""
+        first = events[0]
+        story = self.first_move.format(verb=self.verb, direction=self.word[first.direction],
+                                       speed=self.word[first.speed], **self.thing_words(first.thing))
+        for event in events[1:]:
+            story += self.joiner + self.later_move.format(direction=self.word[event.direction],
+                                                          speed=self.word[event.speed])
         template = template or str(rng.choice(self.captions))
-        return template.format(events=text, count_word=COUNT_WORDS[len(events) - 1])
+        return template.format(story=story, count=COUNT_WORDS[len(events) - 1])
 
 
 def draw_scene(things: list[Thing], events: list[Event], rng: np.random.Generator) -> np.ndarray:
@@ -113,21 +117,16 @@ def draw_scene(things: list[Thing], events: list[Event], rng: np.random.Generato
     positions = {thing: np.array(rng.uniform(margin, SIZE - margin, 2)) for thing in things}
     paths = {thing: np.repeat(positions[thing][None], FRAMES, 0) for thing in things}
     bounds = np.linspace(0, FRAMES - 1, len(events) + 1).round().astype(int)
-    for index, event in enumerate(events):
-        distance = SPEEDS[event.speed] * SIZE
-        step = np.array(DIRECTIONS[event.direction], dtype=float)
-        start = positions[event.thing].copy()
-        # Start where the whole move stays inside the frame: pull the start back along the direction.
-        for axis in (0, 1):
-            if step[axis] > 0:
-                start[axis] = min(start[axis], SIZE - margin - distance)
-            elif step[axis] < 0:
-                start[axis] = max(start[axis], margin + distance)
+    moves = [SPEEDS[e.speed] * SIZE * np.array(DIRECTIONS[e.direction], dtype=float) for e in events]
+    visited = np.cumsum([np.zeros(2), *moves], axis=0)  # offsets from the start after each move
+    low, high = margin - visited.min(axis=0), SIZE - margin - visited.max(axis=0)  # every move stays inside
+    mover = events[0].thing
+    start = rng.uniform(low, np.maximum(low, high))
+    for index, move in enumerate(moves):
         begin, end = bounds[index], bounds[index + 1]
-        path = paths[event.thing]
-        path[: begin + 1] = start
         progress = np.clip((np.arange(FRAMES) - begin) / max(1, end - begin), 0, 1)[:, None]
-        path[begin:] = start + progress[begin:] * distance * step
+        paths[mover][begin:] = start + visited[index] + progress[begin:] * move
+    paths[mover][: bounds[0] + 1] = start
     video = np.empty((FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
     for t in range(FRAMES):
         image = Image.new("RGB", (SIZE, SIZE), background)
@@ -145,27 +144,27 @@ def draw_scene(things: list[Thing], events: list[Event], rng: np.random.Generato
 
 
 def draw_story(rng: np.random.Generator) -> tuple[list[Thing], list[Event]]:
-    colours = rng.choice(list(COLOURS), 3, replace=False)
-    shapes = rng.choice(SHAPES, 3, replace=False)
+    colours = rng.choice(list(COLOURS), OBJECTS, replace=False)
+    shapes = rng.choice(SHAPES, OBJECTS, replace=False)
     things = [Thing(str(c), str(s)) for c, s in zip(colours, shapes)]
-    movers = int(rng.integers(1, 4))
-    order = rng.permutation(3)[:movers]
-    events = [Event(things[i], str(rng.choice(list(DIRECTIONS))), str(rng.choice(list(SPEEDS)))) for i in order]
+    mover = things[int(rng.integers(OBJECTS))]  # the other thing stays still: which one moves is seen in motion
+    moves = int(rng.integers(1, MAX_MOVES + 1))
+    directions = rng.choice(list(DIRECTIONS), moves, replace=False)  # consecutive moves go different ways
+    events = [Event(mover, str(direction), str(rng.choice(list(SPEEDS)))) for direction in directions]
     return things, events
 
 
-def qa_rows(language: Language, events: list[Event], video: str, rng: np.random.Generator) -> tuple[list, list]:
+def qa_rows(language: Language, things: list[Thing], events: list[Event], video: str, rng: np.random.Generator) -> tuple[list, list]:
     """Open-ended rows (one per question kind that applies) and one multiple-choice row per video."""
-    mover = events[int(rng.integers(len(events)))]
-    words = language.thing_words(mover.thing)
+    first = events[0]
+    words = language.thing_words(first.thing)
     oe = [
-        ("direction", language.questions["direction"].format(**words), language.word[mover.direction].split()[-1]),
-        ("count", language.questions["count"], COUNT_WORDS[len(events) - 1]),
-        ("speed", language.questions["speed"].format(**words), language.word[mover.speed].split()[-1]),
+        ("direction", language.questions["direction"].format(**words), language.word[first.direction].split()[-1]),
+        ("last", language.questions["last"].format(**words), language.word[events[-1].direction].split()[-1]),
+        ("count", language.questions["count"].format(**words), COUNT_WORDS[len(events) - 1]),
+        ("speed", language.questions["speed"].format(**words), language.word[first.speed].split()[-1]),
+        ("mover", language.questions["mover"], language.word[first.thing.colour]),
     ]
-    if len(events) > 1:
-        oe.append(("first", language.questions["first"], language.word[events[0].thing.colour]))
-        oe.append(("last", language.questions["last"], language.word[events[-1].thing.colour]))
     oe_rows = [{"video": video, "question": question, "answer": answer} for _, question, answer in oe]
     # Multiple choice: the true story against stories that differ only in motion (direction, order, speed).
     template = str(rng.choice(language.captions))  # one template for all options: only the motion differs
@@ -174,7 +173,7 @@ def qa_rows(language: Language, events: list[Event], video: str, rng: np.random.
     attempts = 0
     while len(options) < MC_OPTIONS and attempts < 100:
         attempts += 1
-        options.add(language.caption(perturb(events, rng), rng, template))
+        options.add(language.caption(perturb(things, events, rng), rng, template))
     options.discard(truth)
     distractors = sorted(options)[: MC_OPTIONS - 1]
     rng.shuffle(distractors)
@@ -184,20 +183,23 @@ def qa_rows(language: Language, events: list[Event], video: str, rng: np.random.
     return oe_rows, [mc_row]
 
 
-def perturb(events: list[Event], rng: np.random.Generator) -> list[Event]:
-    """The same things, with one motion fact changed: a direction, a speed, or the order of two moves."""
+def perturb(things: list[Thing], events: list[Event], rng: np.random.Generator) -> list[Event]:
+    """The same scene with one motion fact changed: a direction, a speed, the order of the moves, or which thing
+    moves (the other one, present in every frame, makes the same moves)."""
     changed = list(events)
-    choice = int(rng.integers(3 if len(events) > 1 else 2))
+    choice = int(rng.integers(4))
     index = int(rng.integers(len(events)))
     event = changed[index]
     if choice == 0:
-        other = [d for d in DIRECTIONS if d != event.direction]
+        other = [d for d in DIRECTIONS if d not in {e.direction for e in events}]
         changed[index] = Event(event.thing, str(rng.choice(other)), event.speed)
     elif choice == 1:
         changed[index] = Event(event.thing, event.direction, "slow" if event.speed == "fast" else "fast")
+    elif choice == 2 and len(events) > 1:
+        changed.reverse()
     else:
-        first, second = rng.choice(len(events), 2, replace=False)
-        changed[first], changed[second] = changed[second], changed[first]
+        other_thing = next(thing for thing in things if thing != event.thing)
+        changed = [Event(other_thing, e.direction, e.speed) for e in events]
     return changed
 
 
@@ -218,14 +220,14 @@ def make_world(out_dir: str | Path, seed: int, n_train: int = 240, n_val: int = 
             video = f"{split}/{index:05d}.mp4"
             write_mp4(videos_dir(out_dir) / video, draw_scene(things, events, rng), FPS)
             captions.append({"video": video, "caption": language.caption(events, rng)})
-            oe_part, mc_part = qa_rows(language, events, video, rng)
+            oe_part, mc_part = qa_rows(language, things, events, video, rng)
             oe.extend(oe_part)
             mc.extend(mc_part)
         for kind, rows in (("captions", captions), ("qa_mc", mc), ("qa_oe", oe)):
             write_jsonl(annotation_path(out_dir, kind, split), rows)
         counts[split] = {"videos": count, "captions": len(captions), "qa_mc": len(mc), "qa_oe": len(oe)}
     summary = {"seed": seed, "counts": counts, "words": language.word, "verb": language.verb,
-               "caption_templates": language.captions, "event_template": language.event,
+               "caption_templates": language.captions, "move_templates": [language.first_move, language.later_move],
                "questions": language.questions}
     (out_dir / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

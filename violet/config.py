@@ -32,6 +32,10 @@ class ModelConfig:
     max_frames: int = 8  # size of the temporal position table
     max_text_len: int = 32
     embed_dim: int = 128  # contrastive (VTC) projection size
+    # How the text's contrastive embedding is read from its encoder: "mean" over the real tokens, or the "cls"
+    # position. A randomly initialised text stack learns far faster from the mean (measured in
+    # docs/benchmarks.md, "Learning"); a stack initialised from BERT may keep its [CLS].
+    text_pool: str = "mean"
     dropout: float = 0.0
     grad_checkpointing: bool = False
     tokenizer: str = ""  # a local directory with a BERT vocab; "" = the uncased vocab shipped in violet/assets
@@ -58,6 +62,8 @@ class ModelConfig:
             raise ValueError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
         if self.video_encoder not in ("vit", "swin"):
             raise ValueError(f"model.video_encoder must be vit|swin, got {self.video_encoder!r}")
+        if self.text_pool not in ("mean", "cls"):
+            raise ValueError(f"model.text_pool must be mean|cls, got {self.text_pool!r}")
         if self.video_pos not in ("learned", "sincos"):
             raise ValueError(f"model.video_pos must be learned|sincos, got {self.video_pos!r}")
         if self.video_encoder == "swin":
@@ -139,9 +145,11 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_ratio: float = 0.1
+    # A transformers schedule name: cosine | linear | constant_with_warmup | cosine_with_restarts | polynomial
+    lr_schedule: str = "cosine"
     epochs: int = 10
     max_steps: int = 0  # > 0 overrides epochs
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm; <= 0 = no clipping
     mixed_precision: str = "auto"  # auto = bf16 on GPUs that support it, fp32 on CPU
     seed: int = 0
     log_every: int = 10
@@ -153,6 +161,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"train.mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
+        schedules = ("cosine", "linear", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+        if self.lr_schedule not in schedules:
+            raise ValueError(f"train.lr_schedule must be one of {'|'.join(schedules)}, got {self.lr_schedule!r}")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.batch_size and train.grad_accum must be >= 1")
 

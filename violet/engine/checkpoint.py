@@ -55,7 +55,10 @@ def load_run_config(checkpoint_dir: Path) -> RunConfig:
     path = checkpoint_dir / CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{checkpoint_dir} is not a violet checkpoint: {CONFIG} is missing")
-    return config_from_dict(json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    # Runs saved before model.text_pool existed read the text embedding at [CLS]; keep computing what they learned.
+    saved.get("model", {}).setdefault("text_pool", "cls")
+    return config_from_dict(saved)
 
 
 def _resize_table(table: torch.Tensor, target: torch.Size, name: str) -> torch.Tensor:

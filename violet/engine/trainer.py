@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_scheduler
 
 from violet.config import RunConfig, save_config
 from violet.engine.checkpoint import (
@@ -143,8 +143,9 @@ class Trainer:
         # Accelerate's prepared scheduler advances once per process at every optimizer step, so the schedule is
         # laid out in process-steps to end exactly at total_steps.
         scale = accelerator.num_processes
-        self.scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, int(train.warmup_ratio * self.total_steps) * scale, self.total_steps * scale
+        self.scheduler = get_scheduler(
+            train.lr_schedule, self.optimizer, num_warmup_steps=int(train.warmup_ratio * self.total_steps) * scale,
+            num_training_steps=self.total_steps * scale,
         )
         if self.streaming:  # not prepared: Accelerate would shard or dispatch the IterableDataset a second time
             self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, self.optimizer, self.scheduler)
@@ -255,7 +256,9 @@ class Trainer:
             if self.accelerator.sync_gradients:
                 if self.state.step == 0:
                     self.report_parameters_without_grad()
-                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+                # train.grad_clip <= 0 means "do not clip": a max norm of 0 would scale every gradient to zero.
+                max_norm = self.config.train.grad_clip if self.config.train.grad_clip > 0 else float("inf")
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

@@ -202,7 +202,12 @@ class VideoLanguageModel(nn.Module):
         if "vtc" in self.heads and embed:
             encoded = tokens if self.text.encoder is not None else self.fusion(tokens, key_padding_mask=mask)
             vtc = self.heads["vtc"]
-            out["embed"] = F.normalize(vtc.text_proj(encoded[:, 0]), dim=-1)
+            if self.config.text_pool == "mean":
+                real = mask.to(encoded.dtype)[..., None]
+                pooled = (encoded * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+            else:
+                pooled = encoded[:, 0]
+            out["embed"] = F.normalize(vtc.text_proj(pooled), dim=-1)
             out["logit_scale"] = vtc.scale()
         return out
 

@@ -31,6 +31,13 @@ class RetrievalTask(Task):
     supports_zero_shot = True
     defaults = {"train": {"epochs": 40, "lr": 5e-4}}
 
+    def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(config, tokenizer, **kwargs)
+        if config.objective.vtm_weight == 0:
+            # No matching loss: no VTM head and no fused pass (it would cost most of the step for nothing, and an
+            # untrained head must not re-rank); evaluation is dual-encoder only.
+            self.heads = tuple(head for head in self.heads if head != "vtm")
+
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         tokens = tokenize(self.tokenizer, batch["caption"], self.config.model.max_text_len)
         return {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"]}
@@ -47,6 +54,9 @@ class RetrievalTask(Task):
         keys = video_keys(batch["video"], batch["frames"].device)
         sizes = rank_sizes(keys.shape[0], keys.device)  # exchanged once, used by every global-batch gather below
         terms = vtc_loss(text["embed"], video["embed"], text["logit_scale"], objective.vtc_weight, keys, sizes)
+        if "vtm" not in self.heads:
+            terms["vtm"] = torch.zeros((), device=keys.device)
+            return terms, video, text
         negatives = self.matching_negatives(text, video, batch["text_mask"], keys, sizes)
         terms.update(
             vtm_loss(
@@ -122,7 +132,7 @@ class RetrievalTask(Task):
 
         similarity = text_out["embed"].float() @ video_out["embed"].float().T  # (texts, videos)
         t2v_scores, v2t_scores = similarity.clone(), similarity.T.clone()
-        rerank_k = self.config.eval.rerank_k
+        rerank_k = self.config.eval.rerank_k if "vtm" in self.heads else 0
         if rerank_k != 0:
             k_videos = similarity.shape[1] if rerank_k < 0 else min(rerank_k, similarity.shape[1])
             k_texts = similarity.shape[0] if rerank_k < 0 else min(rerank_k, similarity.shape[0])
