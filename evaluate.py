@@ -13,6 +13,7 @@ from pathlib import Path
 from violet.config import apply_overrides, parse_dotted
 from violet.data.text import load_tokenizer
 from violet.engine.checkpoint import TOKENIZER_DIR, load_run_config, load_weights
+from violet.engine.trainer import EVALUATION_CHOICE
 from violet.runtime import build_accelerator, drop_unset, require_prepared, setup_logging
 from violet.tasks import TASKS, get_task
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     with accelerator.autocast():
         metrics = task.evaluate(model, accelerator, args.split)
+    metrics["rerank_source"] = rerank_source(checkpoint, args.rerank_k) if "rerank_k" in metrics else None
     metrics["setup"] = {
         "task": args.task, "split": args.split, "checkpoint": str(checkpoint.resolve()), "trained_for": trained_for,
         "zero_shot": args.zero_shot, "split_sha256": split_file_hash(data_dir, task.annotation_kind, args.split),
@@ -82,6 +84,18 @@ def main(argv: list[str] | None = None) -> dict:
         print_table(args.task, args.split, metrics)
         print(f"metrics written to {output}")
     return metrics
+
+
+def rerank_source(checkpoint: Path, flag: str | None) -> str:
+    """Where the re-ranking depth came from, said with every retrieval result."""
+    if flag is not None:
+        return "--rerank-k"
+    choice = checkpoint / EVALUATION_CHOICE
+    if choice.exists():
+        measured = json.loads(choice.read_text())
+        where = measured.get("split", "")
+        return f"chosen by the run on {where}" if where else f"set by the run: {measured.get('reason', '')}"
+    return "the run's config (no choice recorded)"
 
 
 def print_table(task: str, split: str, metrics: dict) -> None:

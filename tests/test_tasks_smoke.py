@@ -20,7 +20,7 @@ def run_train(task, data, out, *extra):
 @pytest.fixture(scope="module")
 def pretrained(demo_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
-    metrics = run_train("pretrain", demo_data, out, "--max-steps", "4")
+    metrics = run_train("pretrain", demo_data, out, "--max-steps", "4", "train.lr_schedule=cosine")
     assert {"t2v_r1", "v2t_r1"} <= set(metrics) and metrics["n"] == 8  # zero-shot retrieval on val
     return out
 
@@ -54,7 +54,7 @@ def test_zero_shot_retrieval_and_qa_mc(pretrained, demo_data, tmp_path):
 
 def test_retrieval_finetune_and_rerank_modes(pretrained, demo_data, tmp_path):
     out = tmp_path / "ret"
-    run_train("retrieval", demo_data, out, "--max-steps", "3", "--init", str(pretrained))
+    run_train("retrieval", demo_data, out, "--max-steps", "3", "--init", str(pretrained), "objective.vtm_weight=1")
     results = {}
     for k in ("0", "4", "all"):
         results[k] = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint", str(out),

@@ -28,15 +28,19 @@ class ModelConfig:
     fusion_depth: int = 2
     image_size: int = 64
     patch_size: int = 8
-    tubelet: int = 1  # frames per space-time patch
+    tubelet: int = 2  # frames per space-time patch (2: a token sees motion; 1 gave chance-level motion QA)
     max_frames: int = 8  # size of the temporal position table
-    max_text_len: int = 32
+    max_text_len: int = 48
     embed_dim: int = 128  # contrastive (VTC) projection size
     # How the text's contrastive embedding is read from its encoder: "mean" over the real tokens, or the "cls"
     # position. A randomly initialised text stack learns far faster from the mean (measured in
     # docs/benchmarks.md, "Learning"); a stack initialised from BERT may keep its [CLS].
     text_pool: str = "mean"
     dropout: float = 0.0
+    # Linear layers: > 0 = truncated normal with this std (BERT / ViT use 0.02 at width 768); 0 = PyTorch's
+    # fan-in default. At width 128 the 0.02 init left the tiny model learning ~5x less per step (see
+    # docs/benchmarks.md, "Learning"), so small presets keep PyTorch's default and the paper sizes keep 0.02.
+    init_std: float = 0.0
     grad_checkpointing: bool = False
     tokenizer: str = ""  # a local directory with a BERT vocab; "" = the uncased vocab shipped in violet/assets
     # --- model family (docs/models.md) ---
@@ -115,7 +119,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     data_dir: str = ""
-    num_frames: int = 4  # frames per clip fed to the model (sampled from the frames kept in the clip store)
+    num_frames: int = 8  # frames per clip fed to the model (sampled from the frames kept in the clip store)
     num_workers: int = 2
     train_augment: bool = True  # random resized crop
     crop_scale_min: float = 0.6
@@ -144,9 +148,9 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 5e-4
     weight_decay: float = 0.05
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = 0.05
     # A transformers schedule name: cosine | linear | constant_with_warmup | cosine_with_restarts | polynomial
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "constant_with_warmup"
     epochs: int = 10
     max_steps: int = 0  # > 0 overrides epochs
     grad_clip: float = 1.0  # max gradient norm; <= 0 = no clipping

@@ -30,6 +30,7 @@ from violet.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 TRAIN_LOG = "train_log.jsonl"
+EVALUATION_CHOICE = "evaluation_choice.json"
 
 
 @dataclass
@@ -329,10 +330,23 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batches_in_epoch = 0
         progress.close()
-        self.save_final(self.save_checkpoint())
+        checkpoint = self.save_checkpoint()
+        self.tune_evaluation()
+        self.save_final(checkpoint)
         metrics = self.evaluate_and_log("val")
         accelerator.end_training()
         return metrics
+
+    def tune_evaluation(self) -> None:
+        """Let the task choose its evaluation settings on held-out data; the choice lands in the saved config and
+        in OUT/evaluation_choice.json, which evaluate.py reports."""
+        self.model.eval()
+        with self.accelerator.autocast():
+            choice = self.task.tune_evaluation(self.model, self.accelerator)
+        self.model.train()
+        if choice is not None and self.accelerator.is_main_process:
+            (self.output_dir / EVALUATION_CHOICE).write_text(json.dumps(choice, indent=2) + "\n")
+            self.accelerator.print(f"evaluation settings chosen on held-out data: {json.dumps(choice)}")
 
     def append_train_log(self, logs: dict[str, float]) -> None:
         """OUT/train_log.jsonl: the same numbers as TensorBoard, readable without it (reference logs)."""

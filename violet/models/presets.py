@@ -28,7 +28,7 @@ class Preset:
     published: dict[str, float] = field(default_factory=dict)  # parameter counts of the published backbones
 
 
-_BERT_BASE = {"width": 768, "heads": 12, "mlp_ratio": 4.0, "max_text_len": 40, "embed_dim": 256}
+_BERT_BASE = {"width": 768, "heads": 12, "mlp_ratio": 4.0, "max_text_len": 40, "embed_dim": 256, "init_std": 0.02}
 _VIOLET = {"video_encoder": "swin", "text_depth": 0, "fusion_depth": 12, "norm_first": False, "image_size": 224,
            "patch_size": 4, "tubelet": 2, "max_frames": 8, "swin_window": "8,7,7", "drop_path": 0.1, **_BERT_BASE}
 _SIMVTP = {"video_depth": 0, "text_depth": 0, "fusion_depth": 12, "image_size": 224, "patch_size": 16, "tubelet": 2,
@@ -45,7 +45,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "base": Preset(
         ModelConfig(preset="base", width=768, heads=12, video_depth=12, text_depth=6, fusion_depth=12, image_size=224,
-                    patch_size=16, tubelet=2, max_frames=16, max_text_len=40, embed_dim=256),
+                    patch_size=16, tubelet=2, max_frames=16, max_text_len=40, embed_dim=256, init_std=0.02),
         "separate stacks, width 768, 224 px, 16x16 patches x 2-frame tubelets",
     ),
     "violet-base": Preset(
@@ -63,7 +63,7 @@ PRESETS: dict[str, Preset] = {
     "violet-tiny": Preset(
         ModelConfig(preset="violet-tiny", **{**_VIOLET, "width": 64, "heads": 4, "fusion_depth": 2, "image_size": 64,
                                              "swin_embed_dim": 32, "swin_depths": "2,2", "swin_heads": "2,4",
-                                             "swin_window": "2,4,4", "drop_path": 0.0, "max_text_len": 32,
+                                             "swin_window": "2,4,4", "drop_path": 0.0, "max_text_len": 32, "init_std": 0.0,
                                              "embed_dim": 64}),
         "VIOLET's code paths at CPU size: 2-stage Video Swin (width 32/64), 2 post-norm fusion layers, 64 px",
         pretrain_frames=4, downstream_frames=4,
@@ -77,7 +77,7 @@ PRESETS: dict[str, Preset] = {
     "simvtp-tiny": Preset(
         ModelConfig(preset="simvtp-tiny", **{**_SIMVTP, "width": 64, "heads": 4, "fusion_depth": 2, "image_size": 64,
                                              "patch_size": 8, "max_frames": 8, "decoder_depth": 1,
-                                             "decoder_width": 32, "decoder_heads": 2, "max_text_len": 32,
+                                             "decoder_width": 32, "decoder_heads": 2, "max_text_len": 32, "init_std": 0.0,
                                              "embed_dim": 64}),
         "SimVTP's code paths at CPU size: shared width-64 ViT, 8x8 patches x 2 frames, 1-layer decoder, 64 px",
         pretrain_frames=4, downstream_frames=4, objective=_SIMVTP_OBJECTIVE,

@@ -121,7 +121,8 @@ class VideoLanguageModel(nn.Module):
             if name not in KNOWN_HEADS:
                 raise KeyError(f"unknown head {name!r}; known: {', '.join(KNOWN_HEADS)}")
             self.heads[name] = self._build_head(name, num_answers, mvm_output_dim or pixel_target_dim(config))
-        self.apply(self._init_weights)
+        if config.init_std > 0:
+            self.apply(self._init_weights)
         self.set_grad_checkpointing(config.grad_checkpointing)
 
     @property
@@ -142,14 +143,13 @@ class VideoLanguageModel(nn.Module):
             raise ValueError("the qa_oe head needs num_answers >= 1 (the answer vocabulary is empty)")
         return classifier(width, num_answers)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.trunc_normal_(module.weight, std=self.config.init_std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.trunc_normal_(module.weight, std=self.config.init_std)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         stacks = [self.fusion, getattr(self.video, "encoder", None), self.text.encoder]

@@ -143,6 +143,12 @@ class Task:
     def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
+        """At the end of training: choose evaluation settings by measuring them on held-out data (never the
+        test split), set them in the config the run saves, and return what was measured (None: nothing to
+        choose)."""
+        return None
+
 
 def video_keys(videos: list[str], device: torch.device) -> torch.Tensor:
     """Stable integer ids of video paths (same on every rank), to mark captions of the same clip as positives."""

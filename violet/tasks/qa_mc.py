@@ -1,5 +1,10 @@
-"""Multiple-choice video QA: each "question + option" is scored with the cross-modal VTM head; training is
-cross-entropy over a question's options. The same head scores options zero-shot from a pretrained checkpoint."""
+"""Multiple-choice video QA. Each "question + option" gets a score from two paths that share the encoders:
+the dual-encoder similarity of the option text to the video (the contrastive path) and the cross-modal VTM match
+head over the fused pair. Training is cross-entropy over a question's options plus a contrastive term that
+pairs each video with its correct "question + answer" text against the other videos of the batch: that term is
+what teaches the video encoder motion from QA data alone (the option loss by itself stayed at chance).
+The same scores work zero-shot from a pretrained checkpoint (which has both heads).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +15,8 @@ from accelerate import Accelerator
 
 from violet.data.text import tokenize
 from violet.metrics import accuracy
-from violet.tasks.base import Task
+from violet.objectives import vtc_loss
+from violet.tasks.base import Task, video_keys
 from violet.tasks.registry import register
 from violet.tasks.retrieval import match_score
 
@@ -18,7 +24,7 @@ from violet.tasks.retrieval import match_score
 @register("qa-mc")
 class MultipleChoiceQATask(Task):
     annotation_kind = "qa_mc"
-    heads = ("vtm",)
+    heads = ("vtc", "vtm")
     supports_zero_shot = True
     defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}}
 
@@ -33,30 +39,39 @@ class MultipleChoiceQATask(Task):
             "option_counts": torch.tensor(counts), "answer_index": torch.tensor(batch["answer"]),
         }
 
-    def option_scores(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, max options) match scores; missing options (rows with fewer) are -inf."""
+    def option_scores(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict, dict]:
+        """(B, max options) scores, missing options (rows with fewer) -inf; and the video and text passes."""
         counts = batch["option_counts"]
-        video = model("video", frames=batch["frames"])["tokens"]
-        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])["tokens"]
+        video = model("video", frames=batch["frames"])
+        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])
         owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        fused = model("fusion", text_tokens=text, text_mask=batch["text_mask"], video_tokens=video[owner])
-        flat = match_score(fused["vtm_logits"])
+        fused = model("fusion", text_tokens=text["tokens"], text_mask=batch["text_mask"],
+                      video_tokens=video["tokens"][owner])
+        dual = text["logit_scale"].float() * (text["embed"].float() * video["embed"][owner].float()).sum(dim=-1)
+        flat = match_score(fused["vtm_logits"]) + dual
         scores = torch.full((len(counts), int(counts.max())), float("-inf"), device=flat.device)
         column = torch.arange(len(owner), device=counts.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         scores[owner, column] = flat
-        return scores
+        return scores, video, text
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        scores = self.option_scores(model, batch)
-        loss = F.cross_entropy(scores, batch["answer_index"])
-        acc = (scores.argmax(dim=1) == batch["answer_index"]).float().mean()
-        return loss, {"qa_mc": loss, "qa_mc_acc": acc.detach()}
+        scores, video, text = self.option_scores(model, batch)
+        answer = batch["answer_index"]
+        loss = F.cross_entropy(scores, answer)
+        # The correct option's text of each row, against the other videos of the (global) batch.
+        first_option = batch["option_counts"].cumsum(0) - batch["option_counts"]
+        correct = first_option + answer
+        keys = video_keys(batch["video"], answer.device)
+        terms = vtc_loss(text["embed"][correct], video["embed"], video["logit_scale"],
+                         self.config.objective.vtc_weight, keys)
+        acc = (scores.argmax(dim=1) == answer).float().mean()
+        return loss + terms["vtc"], {"qa_mc": loss, "vtc": terms["vtc"], "qa_mc_acc": acc.detach()}
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
         rows = self.require_split(split)
         out = self.predict_rows(
             accelerator, rows,
-            lambda batch: {"prediction": self.option_scores(model, batch).argmax(dim=1),
+            lambda batch: {"prediction": self.option_scores(model, batch)[0].argmax(dim=1),
                            "answer": batch["answer_index"]},
             f"{split} qa_mc",
         )

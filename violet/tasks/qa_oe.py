@@ -15,7 +15,8 @@ from accelerate import Accelerator
 
 from violet.data.text import tokenize
 from violet.metrics import accuracy
-from violet.tasks.base import Task
+from violet.objectives import vtc_loss
+from violet.tasks.base import Task, video_keys
 from violet.tasks.registry import register
 
 ANSWERS_FILE = "answers.json"
@@ -24,8 +25,8 @@ ANSWERS_FILE = "answers.json"
 @register("qa-oe")
 class OpenEndedQATask(Task):
     annotation_kind = "qa_oe"
-    heads = ("qa_oe",)
-    defaults = {"train": {"epochs": 20, "lr": 3e-4}}
+    heads = ("vtc", "qa_oe")
+    defaults = {"train": {"epochs": 8, "lr": 3e-4}}  # several questions per video: ~300 steps on ~250 videos
 
     def __init__(self, config: Any, tokenizer: Any, answers: list[str] | None = None) -> None:
         from prepare.prepared import load_answer_vocab
@@ -55,24 +56,36 @@ class OpenEndedQATask(Task):
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         tokens = tokenize(self.tokenizer, batch["question"], self.config.model.max_text_len)
         labels = [self.answer_ids.get(answer.strip().lower(), -1) for answer in batch["answer"]]
-        return {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"], "label": torch.tensor(labels)}
+        # "question answer" texts for the contrastive term (see training_step).
+        pairs = tokenize(self.tokenizer, [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"])],
+                         self.config.model.max_text_len)
+        return {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"], "label": torch.tensor(labels),
+                "pair_ids": pairs["input_ids"], "pair_mask": pairs["attention_mask"]}
 
-    def answer_logits(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        video = model("video", frames=batch["frames"])["tokens"]
-        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])["tokens"]
-        return model("fusion", text_tokens=text, text_mask=batch["text_mask"], video_tokens=video)["answer_logits"]
+    def answer_logits(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        video = model("video", frames=batch["frames"])
+        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"], embed=False)["tokens"]
+        fused = model("fusion", text_tokens=text, text_mask=batch["text_mask"], video_tokens=video["tokens"])
+        return fused["answer_logits"], video
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        logits = self.answer_logits(model, batch).float()
+        logits, video = self.answer_logits(model, batch)
+        logits = logits.float()
         loss = F.cross_entropy(logits, batch["label"])
+        # Contrastive term: each video against its "question answer" text and the others of the batch. The
+        # classifier alone did not teach the video encoder motion; this signal does. Rows of one video are
+        # positives of each other's videos (multi-positive targets).
+        pair = model("text", ids=batch["pair_ids"], mask=batch["pair_mask"])
+        keys = video_keys(batch["video"], logits.device)
+        terms = vtc_loss(pair["embed"], video["embed"], video["logit_scale"], self.config.objective.vtc_weight, keys)
         acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        return loss, {"qa_oe": loss, "qa_oe_acc": acc.detach()}
+        return loss + terms["vtc"], {"qa_oe": loss, "vtc": terms["vtc"], "qa_oe_acc": acc.detach()}
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
         rows = self.require_split(split)
         out = self.predict_rows(
             accelerator, rows,
-            lambda batch: {"prediction": self.answer_logits(model, batch).argmax(dim=1), "answer": batch["label"]},
+            lambda batch: {"prediction": self.answer_logits(model, batch)[0].argmax(dim=1), "answer": batch["label"]},
             f"{split} qa_oe",
         )
         return {
