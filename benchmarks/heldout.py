@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     if used:
         raise SystemExit(f"seeds {sorted(used)} chose the defaults; held-out figures need other seeds")
     sys.path.insert(0, str(ROOT))
-    worlds = [one_world(seed, args.out, args.tasks) for seed in args.seeds]
+    worlds = []
+    for seed in args.seeds:  # partial results are kept after each world
+        worlds.append(one_world(seed, args.out, args.tasks))
+        (args.out / "heldout_partial.json").write_text(json.dumps(worlds, indent=2) + "\n")
     report = {"seeds": args.seeds, "summary": summarise(worlds), "worlds": worlds}
     (args.out / "heldout.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"seeds": args.seeds, "summary": report["summary"]}, indent=2))

@@ -212,6 +212,8 @@ def make_world(out_dir: str | Path, seed: int, n_train: int = 240, n_val: int = 
     language = Language(np.random.default_rng([seed, 99]))
     counts = {}
     for split_index, (split, count) in enumerate(zip(SPLITS, (n_train, n_val, n_test))):
+        if count == 0:  # an absent split, as many real data sets ship (no val, or no test)
+            continue
         (videos_dir(out_dir) / split).mkdir(parents=True, exist_ok=True)
         captions, mc, oe = [], [], []
         for index in range(count):
