@@ -13,6 +13,7 @@ import pytest
 import train
 from prepare.__main__ import main as prepare_main
 from prepare.worlds import make_world
+from violet.tasks.retrieval import _held_back
 
 SEED = 11  # not one of the worlds used to choose defaults (1-3), nor a held-out benchmark world (1001-1003)
 STEPS = 150
@@ -38,3 +39,18 @@ def test_default_retrieval_recipe_learns_motion(small_world, tmp_path):
     assert log[-1]["train/vtc"] < 0.5 * log[0]["train/vtc"], "the contrastive loss did not fall"
     choice = json.loads((out / "evaluation_choice.json").read_text())
     assert choice["rerank_k"] == 0  # the default recipe trains no VTM head, so there is nothing to re-rank with
+
+
+def test_without_val_rerank_depth_is_chosen_on_train_rows_kept_out_of_training(tmp_path):
+    data = tmp_path / "world"
+    make_world(data, SEED + 1, n_train=60, n_val=0, n_test=0)
+    prepare_main([str(data)])
+    out = tmp_path / "run"
+    train.main(["--task", "retrieval", "--data", str(data), "--output-dir", str(out), "--max-steps", "2",
+                "--batch-size", "8", "objective.vtm_weight=1"])
+    choice = json.loads((out / "evaluation_choice.json").read_text())
+    assert choice["split"] == "train-heldout" and 0 < choice["rows"] < 60
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["eval"]["rerank_k"] == choice["rerank_k"]  # evaluate.py reads the choice from the run's config
+    videos = [json.loads(line)["video"] for line in (data / "annotations/captions_train.jsonl").read_text().splitlines()]
+    assert sum(_held_back(video) for video in videos) == choice["rows"]

@@ -61,6 +61,14 @@ def test_retrieval_finetune_and_rerank_modes(pretrained, demo_data, tmp_path):
                                     "--rerank-k", k, "--output", str(tmp_path / f"{k}.json")])
         assert RETRIEVAL_KEYS <= set(results[k])
     assert results["all"]["rerank_k"] == -1 and results["0"]["rerank_k"] == 0
+    assert results["0"]["rerank_source"] == "--rerank-k"
+    # The run chose its re-ranking depth on val, never worse than the dual encoder there, and evaluate.py uses it.
+    choice = json.loads((out / "evaluation_choice.json").read_text())
+    measured = {int(k): v for k, v in choice["t2v_r1_by_k"].items()}
+    assert choice["split"] == "val" and 0 in measured and measured[choice["rerank_k"]] >= measured[0]
+    default = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint", str(out),
+                             "--output", str(tmp_path / "default.json")])
+    assert default["rerank_k"] == choice["rerank_k"] and default["rerank_source"] == "chosen by the run on val"
     # re-ranking the top 4 only reorders them: which items sit in the top 4 (hence R@5) cannot change
     for key in ("t2v_r5", "v2t_r5"):
         assert results["4"][key] == results["0"][key], key
