@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: `python evaluate.py --task T --data DATA --checkpoint CKPT [--split test] [--zero-shot]`.
 
 Prints a table and writes JSON with the metrics and the resolved evaluation setup (checkpoint, split file
-hash, frames, sampling, re-ranking), so a number can always be reproduced (GUIDE §5.9).
+hash, frames, sampling, re-ranking), so a number can always be reproduced.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from violet.tasks import TASKS, get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)  # --out must not mean --output-dir
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--data", required=True)
     parser.add_argument("--checkpoint", required=True, help="an output directory of train.py")

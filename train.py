@@ -15,7 +15,7 @@ from violet.tasks import TASKS, get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)  # --out must not mean --output-dir
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--data", required=True, help="a data directory prepared with `python -m prepare DATA`")
     parser.add_argument("--output-dir", required=True)

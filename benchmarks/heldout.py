@@ -57,6 +57,8 @@ def one_world(seed: int, out: Path, tasks: list[str]) -> dict:
     from prepare.worlds import make_world
 
     data, runs = out / f"world_{seed}", out / f"runs_{seed}"
+    if (runs / "result.json").exists():  # a finished world is reused, whatever tasks it ran (see the summary counts)
+        return json.loads((runs / "result.json").read_text())
     runs.mkdir(parents=True, exist_ok=True)
     if not (data / "hf").exists():
         make_world(data, seed)
@@ -79,6 +81,7 @@ def one_world(seed: int, out: Path, tasks: list[str]) -> dict:
     bare = subprocess.run([sys.executable, "benchmarks/bare_loop.py", "--task", "retrieval", "--data", str(data),
                            "--split", "test"], cwd=ROOT, capture_output=True, text=True, check=True)
     result["bare-retrieval"] = json.loads(bare.stdout.strip().splitlines()[-1])
+    (runs / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -87,7 +90,7 @@ def summarise(worlds: list[dict]) -> dict:
     for name, key in HEADLINE.items():
         values = [world[name][key] for world in worlds if name in world]
         if values:
-            table[name] = {"metric": key, "per_world": [round(v, 2) for v in values],
+            table[name] = {"metric": key, "worlds": len(values), "per_world": [round(v, 2) for v in values],
                            "mean": round(statistics.mean(values), 2),
                            "stdev": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0}
     return table

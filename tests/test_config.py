@@ -34,6 +34,17 @@ def test_validation_runs_after_override():
         apply_overrides(RunConfig(), parse_dotted(["train.mixed_precision=fp8"]))
 
 
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=0", "train.lr"), ("train.lr=-1e-3", "train.lr"), ("train.max_steps=-1", "train.max_steps"),
+    ("train.epochs=0", "train.epochs"), ("train.warmup_ratio=1.5", "train.warmup_ratio"),
+    ("data.num_frames=0", "data.num_frames"), ("train.lr_schedule=cosinus", "train.lr_schedule"),
+    ("model.text_pool=max", "model.text_pool"),
+])
+def test_impossible_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        apply_overrides(RunConfig(), parse_dotted([override]))
+
+
 def test_precedence_task_defaults_preset_yaml_flags_dotted(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("train:\n  lr: 0.002\n  epochs: 7\nmodel:\n  width: 64\n")

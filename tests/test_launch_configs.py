@@ -1,5 +1,5 @@
 """Every shipped accelerate / DeepSpeed config parses with the libraries' own loaders and keeps the typed run
-config the single source of truth for batch sizes, accumulation, clipping and precision (GUIDE §5.6)."""
+config the single source of truth for batch sizes, accumulation, clipping and precision."""
 from __future__ import annotations
 
 import json

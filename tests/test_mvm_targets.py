@@ -64,7 +64,7 @@ def test_vq_targets_from_a_tokenizer_file(tokenizer_file):
     assert ids.shape == (2, 2 * 64, 2)
     assert (ids[:, :64] == 0).all() and (ids[:, 64:] == 15).all()
     model = VideoLanguageModel(config, 3000, ["mvm"], mvm_output_dim=target.output_dim)
-    # the tokenizer is frozen and is not part of the trainable module (GUIDE §5.10)
+    # the tokenizer is frozen and is not part of the trainable module
     assert not any(p.requires_grad for p in target.tokenizer.parameters())
     assert not any(name.startswith("tokenizer") for name, _ in model.named_parameters())
     positions = torch.zeros(2, 128, dtype=torch.bool)

@@ -35,6 +35,8 @@ def test_resume_mid_epoch_matches_uninterrupted(demo_data, tmp_path, monkeypatch
     checkpoints = sorted(p.name for p in (interrupted / "checkpoints").iterdir())
     assert checkpoints == ["step_4"]  # keep_checkpoints=1 pruned step_2
     assert max(losses(interrupted)) == 5
+    with open(interrupted / "train_log.jsonl", "a") as log:  # a kill in the middle of writing a log line
+        log.write('{"step": 6, "train/lo')
 
     run_train("pretrain", demo_data, interrupted, *common, "--resume")
     resumed, reference = losses(interrupted), losses(full)

@@ -170,6 +170,16 @@ class TrainConfig:
             raise ValueError(f"train.lr_schedule must be one of {'|'.join(schedules)}, got {self.lr_schedule!r}")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.batch_size and train.grad_accum must be >= 1")
+        # Impossible values would otherwise train nothing (or diverge at once) and still export a model.
+        for key, value, low in (("lr", self.lr, 0.0), ("epochs", self.epochs, 0), ("eval_batch_size",
+                                                                                    self.eval_batch_size, 0)):
+            if not value > low:
+                raise ValueError(f"train.{key} must be > {low}, got {value}")
+        if self.max_steps < 0:
+            raise ValueError(f"train.max_steps must be >= 1 (or 0: use train.epochs), got {self.max_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0 or self.weight_decay < 0:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1) and train.weight_decay >= 0, got "
+                             f"{self.warmup_ratio} and {self.weight_decay}")
 
 
 @dataclass

@@ -42,7 +42,7 @@ def mixed_precision(setting: str) -> str:
 
 
 def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str | None = "tensorboard") -> Accelerator:
-    # Without CUDA the default NCCL backend makes each rank believe it is alone: choose gloo (GUIDE §1).
+    # Without CUDA the default NCCL backend makes each rank believe it is alone: choose gloo.
     # (A single plain process must not get a backend handler: Accelerate would then expect a process group.)
     launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -3,7 +3,7 @@
 Resumable state lives in OUT/checkpoints/step_N; a `COMPLETE` marker is written last, so a run killed while
 saving never resumes from a half-written directory. Final weights are one safetensors file that loads
 without DeepSpeed. Loading is strict about everything except the heads a task does not use, and always
-prints what was missing or unexpected (GUIDE §5.12).
+prints what was missing or unexpected.
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def export_weights(accelerator: Accelerator, model: nn.Module, output_dir: Path,
 
     Under DeepSpeed the fp32 master weights are rebuilt from the ZeRO checkpoint just saved (the module itself
     may hold bf16 copies or, under ZeRO-3, empty partitions). Every export is checked against the live model's
-    names, shapes and parameter count, so an empty or partial file fails here instead of at evaluation (GUIDE §5.4).
+    names, shapes and parameter count, so an empty or partial file fails here instead of at evaluation.
     """
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)

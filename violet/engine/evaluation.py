@@ -2,7 +2,7 @@
 
 Accelerate pads the last batches with repeated samples so every rank runs the same number of forwards (ZeRO-3
 needs that); results are therefore de-duplicated by index and their count checked against the data set, so a
-padded duplicate can never change a metric (GUIDE §5.8).
+padded duplicate can never change a metric.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The step is split in two: `forward_backward` (the task's loss, then backward) and `train_step` (accumulation
 boundary, clipping, non-finite check, optimizer/scheduler, logging). Resuming restores model, optimizer,
 scheduler, RNG and the Trainer's counters, then skips the batches of the interrupted epoch already consumed,
-so a resumed run sees the same batches in the same order as an uninterrupted one (GUIDE §5.5).
+so a resumed run sees the same batches in the same order as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -65,6 +65,14 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _logged_step(line: str) -> float:
+    """The step of one train-log line; a line torn by a kill mid-write (or blank) counts as after any checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 class GeneratorState:
@@ -173,7 +181,7 @@ class Trainer:
         )
 
     def check_deepspeed_batch(self, global_batch: int) -> None:
-        """DeepSpeed's batch arithmetic must be ours ("auto" fields; GUIDE §5.6): fail at start, not silently."""
+        """DeepSpeed's batch arithmetic must be ours ("auto" fields): fail at start, not silently."""
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is None:
             return
@@ -220,8 +228,7 @@ class Trainer:
         if self.accelerator.is_main_process:  # drop log lines of steps after the checkpoint: they are redone
             log_path = self.output_dir / TRAIN_LOG
             if log_path.exists():
-                kept = [line for line in log_path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] <= self.state.step]
+                kept = [line for line in log_path.read_text().splitlines() if _logged_step(line) <= self.state.step]
                 log_path.write_text("".join(line + "\n" for line in kept))
         self.accelerator.print(
             f"resumed from {found[-1]} at step {self.state.step}, epoch {self.state.epoch}, "
@@ -277,7 +284,7 @@ class Trainer:
         return out
 
     def report_parameters_without_grad(self) -> None:
-        """Heads that got no gradient are a silent bug (GUIDE §5.11): name them after the first backward."""
+        """Heads that got no gradient are a silent bug: name them after the first backward."""
         if self.accelerator.distributed_type.name == "DEEPSPEED":
             return  # gradients live in DeepSpeed's partitioned buffers, not in .grad
         unused = [name for name, p in self.model.named_parameters() if p.requires_grad and p.grad is None]

@@ -1,5 +1,5 @@
 """Pretrained initialisation from local files (`model.video_init`, `model.text_init`), with a report of what
-loaded, what the checkpoint lacked (kept random) and what it had that the model does not use (GUIDE §5.12).
+loaded, what the checkpoint lacked (kept random) and what it had that the model does not use.
 
 Video checkpoints are recognised by their keys:
 - `timm_vit`: a 2D timm ViT; the patch embedding is inflated over time (2D kernel / tubelet, repeated), so a

@@ -117,7 +117,7 @@ class VideoLanguageModel(nn.Module):
         self.fusion = TransformerStack(config.fusion_depth, config.width, config.heads, config.mlp_ratio,
                                        config.dropout, config.norm_first)
         self.heads = nn.ModuleDict()
-        for name in heads:  # only the heads the task needs, so none sits without gradients (GUIDE §5.11)
+        for name in heads:  # only the heads the task needs, so none sits without gradients
             if name not in KNOWN_HEADS:
                 raise KeyError(f"unknown head {name!r}; known: {', '.join(KNOWN_HEADS)}")
             self.heads[name] = self._build_head(name, num_answers, mvm_output_dim or pixel_target_dim(config))

@@ -1,7 +1,7 @@
 """The global batch across ranks: gathers that keep gradients and tolerate unequal per-rank sizes.
 
 Objectives that compare samples with each other (VTC, VTM hard negatives) are defined over the global batch, so
-2 ranks x B computes the same loss and gradients as 1 rank x 2B (GUIDE §5.7). Per-rank sizes may differ by a
+2 ranks x B computes the same loss and gradients as 1 rank x 2B. Per-rank sizes may differ by a
 few samples when the loader dropped unreadable clips, so every gather first exchanges sizes and pads.
 """
 from __future__ import annotations

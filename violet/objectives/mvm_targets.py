@@ -7,7 +7,7 @@
 
 Every target covers the pixels under one output video token (tubelet x region x region) in the encoder's token
 order (time-major, then rows, then columns). The tokenizer is held by the task, not by the trainable module, so
-it stays out of the optimizer, DDP and ZeRO-3 partitioning (GUIDE §5.10).
+it stays out of the optimizer, DDP and ZeRO-3 partitioning.
 """
 from __future__ import annotations
 
