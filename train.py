@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--data", required=True, help="a data directory prepared with `python -m prepare DATA`")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset")
+    parser.add_argument("--model", choices=sorted(PRESETS), help="model preset (default tiny; with --init: the checkpoint's)")
     parser.add_argument("--config", help="YAML file with config sections (model, data, train, objective, eval)")
     parser.add_argument("--init", help="checkpoint directory to initialise from (e.g. a pretraining run)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
@@ -32,15 +32,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     task_cls = get_task(args.task)
-    require_prepared(args.data)
     flags = {"train": {"max_steps": args.max_steps, "batch_size": args.batch_size}}
-    config = build_config(task_cls, args.model, args.config, flags, args.overrides)
+    init_model = None
+    if args.init:  # fine-tuning keeps the architecture and vocabulary of the checkpoint it starts from
+        init_model = load_run_config(Path(args.init)).model
+        if args.model and args.model != init_model.preset:
+            raise SystemExit(f"--model {args.model} conflicts with --init {args.init}, a {init_model.preset!r} model: "
+                             "the architecture comes from the checkpoint; drop --model, or train without --init")
+    config = build_config(task_cls, args.model or "tiny", args.config, flags, args.overrides, init_model)
+    require_prepared(args.data)
     config.task, config.data.data_dir, config.output_dir = args.task, args.data, args.output_dir
     config.init, config.resume = args.init or "", args.resume
-    tokenizer_source = config.model.tokenizer
-    if config.init:  # fine-tuning keeps the architecture and vocabulary of the checkpoint it starts from
-        config.model = load_run_config(Path(config.init)).model
-        tokenizer_source = str(Path(config.init) / TOKENIZER_DIR)
+    tokenizer_source = str(Path(config.init) / TOKENIZER_DIR) if config.init else config.model.tokenizer
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

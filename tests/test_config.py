@@ -77,3 +77,19 @@ def test_dotted_values_are_converted_by_the_field_type():
 def test_yaml_boolean_for_a_text_field_is_a_clear_error():
     with pytest.raises(ValueError, match="train.mixed_precision: YAML read False as a boolean"):
         apply_overrides(RunConfig(), {"train": {"mixed_precision": False}})
+
+
+def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tmp_path):
+    import train
+    from violet.config import save_config
+
+    saved = RunConfig()
+    apply_overrides(saved, {"model": {"width": 64, "embed_dim": 32}})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(saved, run / "config.json")
+    config = build_config(get_task("retrieval"), "tiny", None, {}, ["model.grad_checkpointing=true"], saved.model)
+    assert config.model.width == 64 and config.model.grad_checkpointing is True  # was silently dropped before
+    with pytest.raises(SystemExit, match="--model base conflicts with --init"):
+        train.main(["--task", "retrieval", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o"),
+                    "--init", str(run), "--model", "base"])

@@ -1,6 +1,7 @@
 """What train.py and evaluate.py share: building the typed config, the Accelerator and logging."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -10,18 +11,24 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
-from violet.config import RunConfig, apply_overrides, load_yaml, parse_dotted
+from violet.config import ModelConfig, RunConfig, apply_overrides, load_yaml, parse_dotted
 from violet.models import preset, preset_overrides
 
 
 def build_config(
-    task_cls: type, model: str, config_file: str | None, flags: dict[str, Any], dotted: list[str]
+    task_cls: type, model: str, config_file: str | None, flags: dict[str, Any], dotted: list[str],
+    init_model: ModelConfig | None = None,
 ) -> RunConfig:
-    """defaults < task defaults < preset < YAML < CLI flags < dotted overrides (see violet/config.py)."""
+    """defaults < task defaults < preset < YAML < CLI flags < dotted overrides (see violet/config.py).
+
+    `init_model` (fine-tuning with --init) takes the place of the preset: the architecture comes from the
+    checkpoint, and the user's model.* settings (e.g. grad_checkpointing, dropout) still apply on top of it.
+    """
     config = RunConfig()
     apply_overrides(config, task_cls.defaults)
-    config.model = preset(model)
-    apply_overrides(config, preset_overrides(model, task_cls.name))  # e.g. SimVTP's masking ratios, VIOLET's frames
+    config.model = dataclasses.replace(init_model) if init_model is not None else preset(model)
+    name = config.model.preset
+    apply_overrides(config, preset_overrides(name, task_cls.name))  # e.g. SimVTP's masking ratios, VIOLET's frames
     if config_file:
         apply_overrides(config, load_yaml(config_file))
     apply_overrides(config, drop_unset(flags))
