@@ -100,11 +100,6 @@ class Project(nn.Module):
         apply_overrides(config, parse_dotted(overrides).get("model", {}))
         self.tokenizer = load_tokenizer()
         self.model = VideoLanguageModel(config, len(self.tokenizer), ("vtc",))
-        import os
-        if os.environ.get("PROJECT_INIT") == "torch":
-            for module in self.model.modules():
-                if isinstance(module, (nn.Linear,)):
-                    module.reset_parameters()
 
     def embeds(self, frames: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.tokenizer(texts, padding="longest", truncation=True, max_length=64, return_tensors="pt")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import SchedulerType
 
 
 @dataclass
@@ -149,7 +150,7 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_ratio: float = 0.05
-    # A transformers schedule name: cosine | linear | constant_with_warmup | cosine_with_restarts | polynomial
+    # A transformers schedule name (transformers.SchedulerType), e.g. cosine, linear, constant_with_warmup
     lr_schedule: str = "constant_with_warmup"
     epochs: int = 10
     max_steps: int = 0  # > 0 overrides epochs
@@ -165,7 +166,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"train.mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
-        schedules = ("cosine", "linear", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+        schedules = [kind.value for kind in SchedulerType]  # what transformers.get_scheduler accepts
         if self.lr_schedule not in schedules:
             raise ValueError(f"train.lr_schedule must be one of {'|'.join(schedules)}, got {self.lr_schedule!r}")
         if self.batch_size < 1 or self.grad_accum < 1:
