@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from violet.config import save_config
+from violet.config import ConfigError
 from violet.data.text import load_tokenizer
-from violet.engine.checkpoint import TOKENIZER_DIR, load_run_config
+from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.trainer import Trainer
 from violet.models import PRESETS
 from violet.runtime import build_accelerator, build_config, require_prepared, setup_logging
@@ -32,27 +31,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     task_cls = get_task(args.task)
-    flags = {"train": {"max_steps": args.max_steps, "batch_size": args.batch_size}}
-    init_model = None
-    if args.init:  # fine-tuning keeps the architecture and vocabulary of the checkpoint it starts from
-        init_model = load_run_config(Path(args.init)).model
-        if args.model and args.model != init_model.preset:
-            raise SystemExit(f"--model {args.model} conflicts with --init {args.init}, a {init_model.preset!r} model: "
-                             "the architecture comes from the checkpoint; drop --model, or train without --init")
-    config = build_config(task_cls, args.model or "tiny", args.config, flags, args.overrides, init_model)
-    require_prepared(args.data)
-    config.task, config.data.data_dir, config.output_dir = args.task, args.data, args.output_dir
-    config.init, config.resume = args.init or "", args.resume
-    tokenizer_source = str(Path(config.init) / TOKENIZER_DIR) if config.init else config.model.tokenizer
-
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = build_accelerator(config, str(output_dir))
+    try:
+        config = build_config(
+            task_cls, model=args.model, config_file=args.config, dotted=args.overrides,
+            flags={"train": {"max_steps": args.max_steps, "batch_size": args.batch_size}},
+            init=args.init or "", data_dir=str(require_prepared(args.data)), output_dir=args.output_dir,
+            resume=args.resume,
+        )
+    except (ConfigError, RunDirError) as error:  # a bad key or value is the user's to fix: no traceback
+        raise SystemExit(f"config error: {error}") from None
+    # Fine-tuning keeps the vocabulary of the checkpoint it starts from.
+    tokenizer = load_tokenizer(str(RunDir(config.init).tokenizer_dir) if config.init else config.model.tokenizer)
+    accelerator = build_accelerator(config, config.output_dir)
     setup_logging(accelerator)
     accelerator.print(config.to_json())
-    if accelerator.is_main_process:
-        save_config(config, output_dir / "config.json")
-    task = task_cls(config, load_tokenizer(tokenizer_source))
+    task = task_cls(config, tokenizer)
     return Trainer(config, accelerator, task).train()
 
 

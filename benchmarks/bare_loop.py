@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prepare.prepared import load_prepared  # noqa: E402
+from violet.data.prepared import load_prepared  # noqa: E402
 from violet.data.datasets import ClipDataset  # noqa: E402
 
 WIDTH, FRAMES, SIZE = 128, 8, 64

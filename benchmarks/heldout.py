@@ -47,9 +47,9 @@ def launch(args: list[str]) -> list[str]:
             "train.py", *args]
 
 
-def evaluate(task: str, data: Path, run_dir: Path, out: Path, extra: list[str] = ()) -> dict:
+def evaluate(task: str, data: Path, run_dir: Path, out: Path, extra: list[str] = (), split: str = "test") -> dict:
     run([sys.executable, "evaluate.py", "--task", task, "--data", str(data), "--checkpoint", str(run_dir),
-         "--split", "test", "--output", str(out), *extra], out.with_suffix(".log"))
+         "--split", split, "--output", str(out), *extra], out.with_suffix(".log"))
     return json.loads(out.read_text())
 
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from prepare.annotations import load_prepared
 from prepare.decode import uniform_frame_indices
-from prepare.layout import default_store_dir, videos_dir
+from violet.data.layout import default_store_dir, videos_dir
 from violet.data.clip_store import ClipStore
 from violet.data.datasets import (
     ClipDataset,

@@ -23,7 +23,7 @@ from prepare.annotations import (
     positive_int,
     prepare_annotations,
 )
-from prepare.layout import videos_dir
+from violet.data.layout import videos_dir
 
 
 def _count(value: Any) -> int:

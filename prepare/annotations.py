@@ -24,8 +24,8 @@ from typing import Any
 import datasets
 
 from prepare.atomic import remove_leftovers, replace_dir_atomically, write_json_atomically
-from prepare.prepared import load_answer_vocab, load_prepared  # noqa: F401 - readers live there, re-exported
-from prepare.layout import (
+from violet.data.prepared import load_answer_vocab, load_prepared  # noqa: F401 - readers live there, re-exported
+from violet.data.layout import (
     ANNOTATION_SUFFIX,
     ANNOTATIONS_DIRNAME,
     ANSWER_VOCAB_FILENAME,

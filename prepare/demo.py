@@ -22,7 +22,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-from prepare.layout import SPLITS, annotation_path, annotations_dir, videos_dir
+from violet.data.layout import SPLITS, annotation_path, annotations_dir, videos_dir
 
 BACKGROUNDS = MappingProxyType({
     "black": (12, 12, 12), "gray": (110, 110, 110),

@@ -50,7 +50,7 @@ from prepare.decode import (  # noqa: F401 - _decode_with_* and output_size are 
     uniform_frame_indices,
 )
 from prepare.atomic import write_text_atomically
-from prepare.layout import PathLike, default_store_dir, videos_dir
+from violet.data.layout import PathLike, default_store_dir, videos_dir
 from violet.data.clip_store import ClipStoreWriter
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from prepare.demo import shape_points, write_jsonl, write_mp4
-from prepare.layout import SPLITS, annotation_path, annotations_dir, videos_dir
+from violet.data.layout import SPLITS, annotation_path, annotations_dir, videos_dir
 
 COLOURS = {"red": (225, 45, 45), "green": (40, 200, 70), "blue": (60, 110, 250), "yellow": (240, 225, 40),
            "purple": (165, 65, 215), "orange": (250, 140, 30), "white": (245, 245, 245)}

@@ -22,7 +22,7 @@ from prepare.annotations import (
     prepare_annotations,
     stored_video_ids,
 )
-from prepare.layout import KINDS, annotation_path
+from violet.data.layout import KINDS, annotation_path
 
 STORED_VIDEOS = ["a.mp4", "b.mp4", "sub/c.mp4", "d.mp4"]
 

@@ -49,8 +49,8 @@ def test_precedence_task_defaults_preset_yaml_flags_dotted(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("train:\n  lr: 0.002\n  epochs: 7\nmodel:\n  width: 64\n")
     task = get_task("qa-mc")  # its defaults set batch_size 16 and epochs 20
-    config = build_config(task, "tiny", str(yaml_file), {"train": {"max_steps": 5, "batch_size": None}},
-                          ["train.lr=0.003"])
+    config = build_config(task, model="tiny", config_file=str(yaml_file),
+                          flags={"train": {"max_steps": 5, "batch_size": None}}, dotted=["train.lr=0.003"])
     assert config.train.batch_size == 16  # task default survives (flag not given)
     assert config.train.epochs == 7  # YAML beats the task default
     assert config.train.lr == pytest.approx(0.003)  # dotted beats YAML
@@ -88,7 +88,7 @@ def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tm
     run = tmp_path / "run"
     run.mkdir()
     save_config(saved, run / "config.json")
-    config = build_config(get_task("retrieval"), "tiny", None, {}, ["model.grad_checkpointing=true"], saved.model)
+    config = build_config(get_task("retrieval"), dotted=["model.grad_checkpointing=true"], init=str(run))
     assert config.model.width == 64 and config.model.grad_checkpointing is True  # was silently dropped before
     with pytest.raises(SystemExit, match="--model base conflicts with --init"):
         train.main(["--task", "retrieval", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o"),

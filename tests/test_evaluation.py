@@ -6,7 +6,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from violet.engine.evaluation import gather_by_index, run_sharded
+from violet.distributed import gather_by_index, run_sharded
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from test_extract import PALETTE, palette_index, write_video
 
 from prepare.annotations import prepare_annotations
 from prepare.extract import extract
-from prepare.layout import annotation_path, segment_clip_id
+from violet.data.layout import annotation_path, segment_clip_id
 from violet.data.clip_store import ClipStore
 
 FRAMES, SHORT_SIDE = 6, 32

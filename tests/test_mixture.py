@@ -90,8 +90,8 @@ def test_pretraining_step_on_image_and_video_batches(demo_data, tmp_path):
 
     images = _image_corpus(tmp_path / "images")
     assert prepare_main([str(images), "--frames", "8", "--short-side", "48", "--workers", "1"]) == 0
-    config = build_config(PretrainTask, "violet-tiny", None, {"train": {"batch_size": 8}},
-                          ["model.image_size=32", "data.num_workers=0", "data.num_frames=4"])
+    config = build_config(PretrainTask, model="violet-tiny", flags={"train": {"batch_size": 8}},
+                          dotted=["model.image_size=32", "data.num_workers=0", "data.num_frames=4"])
     config.data.data_dir = str(demo_data)
     config.data.corpora = f"{images}=1@1"  # until DataConfig declares the field (see docs/models.md)
     task = PretrainTask(config, load_tokenizer(config.model.tokenizer))

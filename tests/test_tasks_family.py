@@ -61,9 +61,9 @@ def test_preset_settings_apply_under_user_overrides():
     from violet.runtime import build_config
     from violet.tasks import get_task
 
-    simvtp = build_config(get_task("pretrain"), "simvtp-tiny", None, {}, [])
+    simvtp = build_config(get_task("pretrain"), model="simvtp-tiny")
     assert (simvtp.objective.mvm_ratio, simvtp.objective.mlm_prob) == (0.9, 0.75)
-    mine = build_config(get_task("pretrain"), "simvtp-tiny", None, {}, ["objective.mvm_ratio=0.5"])
+    mine = build_config(get_task("pretrain"), model="simvtp-tiny", dotted=["objective.mvm_ratio=0.5"])
     assert mine.objective.mvm_ratio == 0.5  # the user's flags still win over the preset
 
 

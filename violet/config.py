@@ -16,6 +16,10 @@ import yaml
 from transformers import SchedulerType
 
 
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the key and what is allowed."""
+
+
 @dataclass
 class ModelConfig:
     """Sizes of the video encoder, text encoder and cross-modal fusion; defaults are the `tiny` preset."""

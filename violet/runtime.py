@@ -1,9 +1,9 @@
 """What train.py and evaluate.py share: building the typed config, the Accelerator and logging."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +11,37 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
-from violet.config import ModelConfig, RunConfig, apply_overrides, load_yaml, parse_dotted
+from violet.config import ConfigError, RunConfig, apply_overrides, load_yaml, parse_dotted
+from violet.engine.rundir import RunDir
 from violet.models import preset, preset_overrides
 
 
 def build_config(
-    task_cls: type, model: str, config_file: str | None, flags: dict[str, Any], dotted: list[str],
-    init_model: ModelConfig | None = None,
+    task_cls: type, *, model: str | None = None, config_file: str | None = None,
+    flags: dict[str, dict[str, Any]] | None = None, dotted: Sequence[str] = (), init: str = "", data_dir: str = "",
+    output_dir: str = "", resume: bool = False,
 ) -> RunConfig:
-    """defaults < task defaults < preset < YAML < CLI flags < dotted overrides (see violet/config.py).
+    """The only place a run's config is made: defaults < task defaults < preset < YAML < CLI flags < dotted.
 
-    `init_model` (fine-tuning with --init) takes the place of the preset: the architecture comes from the
-    checkpoint, and the user's model.* settings (e.g. grad_checkpointing, dropout) still apply on top of it.
+    With `init` (fine-tuning) the checkpoint's architecture takes the place of the preset, and the user's model.*
+    settings (e.g. grad_checkpointing, dropout) still apply on top of it; a different `model` preset is refused.
+    Errors name the key and the allowed values (ConfigError).
     """
-    config = RunConfig()
+    config = RunConfig(task=task_cls.name, output_dir=output_dir, init=init, resume=resume)
+    config.data.data_dir = data_dir
     apply_overrides(config, task_cls.defaults)
-    config.model = dataclasses.replace(init_model) if init_model is not None else preset(model)
-    name = config.model.preset
-    apply_overrides(config, preset_overrides(name, task_cls.name))  # e.g. SimVTP's masking ratios, VIOLET's frames
+    if init:
+        config.model = RunDir(init).load_config().model
+        if model and model != config.model.preset:
+            raise ConfigError(f"--model {model} conflicts with --init {init}, a {config.model.preset!r} model: the "
+                              "architecture comes from the checkpoint; drop --model, or train without --init")
+    else:
+        config.model = preset(model or "tiny")
+    apply_overrides(config, preset_overrides(config.model.preset, task_cls.name))  # e.g. SimVTP's masking ratios
     if config_file:
         apply_overrides(config, load_yaml(config_file))
-    apply_overrides(config, drop_unset(flags))
-    apply_overrides(config, parse_dotted(dotted))
+    apply_overrides(config, drop_unset(flags or {}))
+    apply_overrides(config, parse_dotted(list(dotted)))
     return config
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prepare.atomic import write_json_atomically, write_jsonl_atomically
-from prepare.layout import (
+from violet.data.layout import (
     KINDS,
     SPLITS,
     PathLike,

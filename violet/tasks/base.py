@@ -21,7 +21,10 @@ from violet.data.datasets import (
     make_collate,
     steady_memory_worker_init,
 )
+from violet.data.layout import default_store_dir
+from violet.data.prepared import load_prepared
 from violet.data.streaming import StreamingClipDataset, StreamingLoader
+from violet.distributed import gather_by_index
 from violet.models import VideoLanguageModel
 
 
@@ -34,13 +37,11 @@ class Task:
     supports_zero_shot: bool = False
 
     def __init__(self, config: RunConfig, tokenizer: Any) -> None:
-        from prepare.prepared import load_prepared  # prepare/ owns the on-disk layout
-
         self.config = config
         self.tokenizer = tokenizer
         self.data_dir = Path(config.data.data_dir)
         self.splits = load_prepared(self.data_dir, self.annotation_kind)
-        self.store_dir = self.data_dir / "clip_store"
+        self.store_dir = default_store_dir(self.data_dir)
         special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
         self.special_ids = torch.tensor(special, dtype=torch.long)
         # Draws made for the whole global batch (e.g. VTM negatives): seeded alike on every rank so that all
@@ -115,8 +116,6 @@ class Task:
     ) -> dict[str, torch.Tensor]:
         """Run `compute` over every row of an evaluation split (clips + this task's text fields), sharded
         across processes, and return its outputs for all rows in order."""
-        from violet.engine.evaluation import gather_by_index
-
         loader = accelerator.prepare(
             self.loader(self.clip_dataset(rows, train=False, num_frames=self.eval_num_frames()),
                         self.config.train.eval_batch_size, False, make_collate(self.text_fields))

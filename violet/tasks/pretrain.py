@@ -21,8 +21,9 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 
-from prepare.layout import STORE_DIRNAME
 from violet.data.datasets import make_collate
+from violet.data.layout import default_store_dir
+from violet.data.prepared import load_prepared
 from violet.data.mixture import (
     CorpusBatchSampler,
     CorpusMixture,
@@ -63,8 +64,6 @@ class PretrainTask(RetrievalTask):
 
     def mixture_loader(self, spec: str) -> DataLoader:
         """Batches from the --data corpus (weight 1) and the `data.corpora` ones, one corpus per batch."""
-        from prepare.prepared import load_prepared
-
         data = self.config.data
         if data.streaming:
             raise ValueError("data.corpora mixes map-style corpora; set data.streaming=false")
@@ -79,7 +78,7 @@ class PretrainTask(RetrievalTask):
                     raise FileNotFoundError(f"data.corpora: {corpus.data_dir} has no prepared train captions")
                 rows = prepared["train"]
             datasets.append(self.clip_dataset(rows, data.train_augment, corpus.num_frames,
-                                              store_dir=corpus.data_dir / STORE_DIRNAME))
+                                              store_dir=default_store_dir(corpus.data_dir)))
             names.append(f"{index}-{corpus.data_dir.name}")
         mixture = CorpusMixture(datasets, names, min_frames=self.config.model.tubelet)
         sampler = CorpusBatchSampler(mixture, [corpus.weight for corpus in corpora], self.config.train.batch_size,

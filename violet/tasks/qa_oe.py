@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from violet.data.prepared import load_answer_vocab
 from violet.data.text import tokenize
 from violet.metrics import accuracy
 from violet.objectives import vtc_loss
@@ -29,11 +30,9 @@ class OpenEndedQATask(Task):
     defaults = {"train": {"epochs": 8, "lr": 3e-4}}  # several questions per video: ~300 steps on ~250 videos
 
     def __init__(self, config: Any, tokenizer: Any, answers: list[str] | None = None) -> None:
-        from prepare.prepared import load_answer_vocab
-
         super().__init__(config, tokenizer)
         # A fine-tuned checkpoint carries its own vocabulary: its classifier's rows mean those words.
-        self.answers = answers if answers is not None else load_answer_vocab(self.data_dir / "hf")
+        self.answers = answers if answers is not None else load_answer_vocab(self.data_dir)
         top_k = config.objective.answer_top_k
         if top_k and top_k < len(self.answers):
             self.answers = self.answers[:top_k]

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 
 from violet.data.datasets import make_collate, unique_videos
 from violet.data.text import tokenize
-from violet.engine.evaluation import gather_by_index, run_sharded
+from violet.distributed import gather_by_index, run_sharded
 from violet.metrics import retrieval_metrics
 from violet.objectives import sample_hard_negatives, vtc_loss, vtm_loss
 from violet.objectives.global_batch import gather_with_grad, local_offset, rank_sizes

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import datasets
 
-from prepare.layout import ANSWER_VOCAB_FILENAME, HF_DIRNAME, KINDS, PathLike
+from violet.data.layout import ANSWER_VOCAB_FILENAME, HF_DIRNAME, KINDS, PathLike
 
 
 def _resolve_hf_dir(data_dir_or_hf_dir: PathLike, marker: str) -> Path:

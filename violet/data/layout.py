@@ -1,7 +1,7 @@
 """Names of the directories and files under a user's DATA directory.
 
-Kept in one small module so extraction, annotation preparation and the
-trainer agree on the layout without importing each other::
+The one module that names the layout: `prepare` writes it and the training, evaluation and
+inference code read it, so a change to the layout touches this file only::
 
     DATA/videos/...                                  raw videos (ids are paths relative to this)
     DATA/annotations/{kind}_{split}.jsonl            user annotations

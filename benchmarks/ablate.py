@@ -1,0 +1,107 @@
+"""Ablations on the val splits of the tuning worlds: one row = one change against the defaults.
+
+Each row trains a task on worlds 1-3 (prepare/worlds.py; the only seeds allowed to choose defaults), evaluates on
+the *val* split and records the headline metrics per world with their mean and spread. Test splits are never read.
+Finished (row, world) pairs are reused, so the command can be stopped and started again.
+
+    python benchmarks/ablate.py --worlds /tmp/worlds --out /tmp/ablate [--rows retrieval/default ...]
+
+`--worlds DIR` holds (or receives) DIR/w1, DIR/w2, DIR/w3 prepared by `python -m prepare.worlds` + `python -m prepare`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import ROOT, evaluate, launch, run  # noqa: E402
+
+SEEDS = (1, 2, 3)
+# name -> (task, overrides). "default" rows carry no override; the others change one thing.
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "retrieval/default": ("retrieval", []),
+    "retrieval/frames=4": ("retrieval", ["data.num_frames=4"]),
+    "retrieval/tubelet=1": ("retrieval", ["model.tubelet=1"]),
+    "retrieval/image_size=32": ("retrieval", ["model.image_size=32"]),
+    "retrieval/lr=1e-3": ("retrieval", ["train.lr=1e-3"]),
+    "retrieval/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),
+    "retrieval/warmup=0": ("retrieval", ["train.warmup_ratio=0"]),
+    "retrieval/schedule=cosine": ("retrieval", ["train.lr_schedule=cosine"]),
+    "retrieval/epochs=20": ("retrieval", ["train.epochs=20"]),
+    "retrieval/vtm_weight=1": ("retrieval", ["objective.vtm_weight=1"]),
+    "retrieval/vtm_weight=1,random_negatives": ("retrieval", ["objective.vtm_weight=1",
+                                                              "objective.vtm_hard_negatives=false"]),
+    "retrieval/grad_clip=0": ("retrieval", ["train.grad_clip=0"]),
+    "retrieval/text_pool=cls": ("retrieval", ["model.text_pool=cls"]),
+    "retrieval/init_std=0.02": ("retrieval", ["model.init_std=0.02"]),
+    "retrieval/no_augment": ("retrieval", ["data.train_augment=false"]),
+    "qa-mc/default": ("qa-mc", []),
+    "qa-mc/vtc_weight=0": ("qa-mc", ["objective.vtc_weight=0"]),
+    "qa-oe/default": ("qa-oe", []),
+    "qa-oe/vtc_weight=0": ("qa-oe", ["objective.vtc_weight=0"]),
+}
+HEADLINE = {"retrieval": ("t2v_r1", "t2v_r5", "t2v_r10"), "qa-mc": ("accuracy",), "qa-oe": ("accuracy",)}
+
+
+def ensure_world(worlds: Path, seed: int) -> Path:
+    from prepare.worlds import make_world
+
+    data = worlds / f"w{seed}"
+    if not (data / "hf").exists():
+        make_world(data, seed)
+        run([sys.executable, "-m", "prepare", str(data)], worlds / f"prepare_w{seed}.log")
+    return data
+
+
+def one_run(name: str, seed: int, data: Path, out: Path) -> dict:
+    task, overrides = ROWS[name]
+    run_dir = out / name.replace("/", "__") / f"w{seed}"
+    result_file = run_dir.with_suffix(".json")
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    seconds = run(launch(["--task", task, "--data", str(data), "--output-dir", str(run_dir), "eval.split=val",
+                          *overrides]), run_dir.with_suffix(".train.log"))
+    metrics = evaluate(task, data, run_dir, run_dir.with_suffix(".eval.json"), split="val")
+    result = {key: round(metrics[key], 2) for key in HEADLINE[task]}
+    result.update(seconds=round(seconds, 1), rerank_k=metrics.get("rerank_k"))
+    result_file.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def summarise(per_world: dict[int, dict], task: str) -> dict:
+    row: dict = {"worlds": sorted(per_world)}
+    for key in (*HEADLINE[task], "seconds"):
+        values = [result[key] for result in per_world.values()]
+        row[key] = {"mean": round(statistics.mean(values), 1),
+                    "stdev": round(statistics.stdev(values), 1) if len(values) > 1 else 0.0,
+                    "per_world": values}
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--worlds", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    args.out.mkdir(parents=True, exist_ok=True)
+    table: dict = {}
+    for name in args.rows:  # row by row, so a stopped run still leaves whole rows
+        task = ROWS[name][0]
+        per_world = {seed: one_run(name, seed, ensure_world(args.worlds, seed), args.out) for seed in SEEDS}
+        table[name] = {"overrides": ROWS[name][1], **summarise(per_world, task)}
+        (args.out / "ablate.json").write_text(json.dumps(table, indent=2) + "\n")
+        print(json.dumps({name: table[name]}), flush=True)
+    return table
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main(sys.argv[1:])
+    print(f"done in {time.time() - started:.0f} s", file=sys.stderr)

@@ -1,0 +1,149 @@
+"""RunDir: the one place that knows what a run directory holds and where.
+
+    OUT/config.json              the resolved config the run trained with
+    OUT/model.safetensors        final weights (fp32, loadable without DeepSpeed)
+    OUT/tokenizer/               the tokenizer the run used
+    OUT/run.json                 metadata: versions, processes, step, data, when
+    OUT/checkpoints/step_N/      resumable state (see checkpointer.py)
+    OUT/train_log.jsonl          the logged scalars, one JSON object per logged step
+    OUT/evaluation_choice.json   evaluation settings the run measured on held-out data (e.g. re-ranking depth)
+    OUT/metrics_<split>.json     evaluation at the end of training
+    OUT/.lock                    held while a process trains into the directory
+
+Everything else (training, evaluation, inference) asks a RunDir for paths instead of spelling file names.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from violet.config import RunConfig, config_from_dict
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked (not a run, or in use by another process)."""
+
+
+class RunDir:
+    CONFIG = "config.json"
+    WEIGHTS = "model.safetensors"
+    TOKENIZER = "tokenizer"
+    METADATA = "run.json"
+    CHECKPOINTS = "checkpoints"
+    TRAIN_LOG = "train_log.jsonl"
+    EVALUATION_CHOICE = "evaluation_choice.json"
+    LOCK = ".lock"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ----- paths -----
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / self.TOKENIZER
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.path / self.METADATA
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / self.TRAIN_LOG
+
+    @property
+    def evaluation_choice_path(self) -> Path:
+        return self.path / self.EVALUATION_CHOICE
+
+    def metrics_path(self, split: str) -> Path:
+        return self.path / f"metrics_{split}.json"
+
+    def eval_path(self, task: str, split: str) -> Path:
+        """Where evaluate.py writes its metrics for this run by default."""
+        return self.path / f"eval_{task}_{split}.json"
+
+    # ----- contents -----
+    def load_config(self) -> RunConfig:
+        if not self.config_path.exists():
+            raise RunDirError(f"{self.path} is not a violet run: {self.CONFIG} is missing")
+        saved = json.loads(self.config_path.read_text())
+        # Runs saved before model.text_pool existed read the text embedding at [CLS]; keep computing what they learned.
+        saved.get("model", {}).setdefault("text_pool", "cls")
+        return config_from_dict(saved)
+
+    def save_config(self, config: RunConfig) -> None:
+        write_text(self.config_path, config.to_json() + "\n")
+
+    def evaluation_choice(self) -> dict[str, Any] | None:
+        path = self.evaluation_choice_path
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_evaluation_choice(self, choice: dict[str, Any]) -> None:
+        write_text(self.evaluation_choice_path, json.dumps(choice, indent=2) + "\n")
+
+    def save_metadata(self, metadata: dict[str, Any]) -> None:
+        write_text(self.metadata_path, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(self.metadata_path.read_text()) if self.metadata_path.exists() else {}
+
+    def has_training_state(self) -> bool:
+        """Anything a previous training run left: checkpoints or a train log."""
+        return self.checkpoints_dir.exists() and any(self.checkpoints_dir.iterdir()) or self.train_log.exists()
+
+    # ----- ownership -----
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold OUT/.lock for as long as a process trains into the directory; a second one is refused at once.
+
+        An advisory flock: the kernel drops it when the holder dies, so a killed run never leaves a stale lock.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / self.LOCK, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunDirError(f"{self.path} is in use by {holder}; wait for it or choose another --output-dir") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small file atomically (temporary file, fsync, rename): a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
