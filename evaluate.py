@@ -10,10 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from violet.config import apply_overrides, parse_dotted
+from violet.config import ConfigError, RunConfig, apply_overrides, parse_dotted
+from violet.data.layout import SUMMARY_FILENAME, default_hf_dir
 from violet.data.text import load_tokenizer
-from violet.engine.checkpoint import TOKENIZER_DIR, load_run_config, load_weights
-from violet.engine.trainer import EVALUATION_CHOICE
+from violet.engine.rundir import RunDir, RunDirError
+from violet.engine.weights import load_weights
 from violet.runtime import build_accelerator, drop_unset, require_prepared, setup_logging
 from violet.tasks import TASKS, get_task
 
@@ -35,64 +36,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def split_file_hash(data_dir: Path, kind: str, split: str) -> str | None:
-    summary = data_dir / "hf" / "summary.json"
+    summary = default_hf_dir(data_dir) / SUMMARY_FILENAME
     if not summary.exists():
         return None
     return json.loads(summary.read_text()).get("source_sha256", {}).get(f"annotations/{kind}_{split}.jsonl")
+
+
+def evaluation_config(args: argparse.Namespace, run: RunDir, task_cls: type, data_dir: Path) -> RunConfig:
+    """The run's config with this evaluation's data, split and flags on top."""
+    try:
+        config = run.load_config()
+    except RunDirError as error:
+        raise SystemExit(str(error)) from None
+    if config.task != args.task and not args.zero_shot:
+        raise SystemExit(f"{run.path} was trained for {config.task!r}; pass --zero-shot to evaluate it on {args.task!r}")
+    if args.zero_shot and not task_cls.supports_zero_shot:
+        raise SystemExit(f"task {args.task!r} has no zero-shot mode (it needs a trained answer classifier)")
+    flags = {"eval": {"rerank_k": args.rerank_k, "num_frames": args.num_frames, "split": args.split},
+             "train": {"eval_batch_size": args.batch_size}}
+    try:
+        apply_overrides(config, drop_unset(flags))
+        apply_overrides(config, parse_dotted(args.overrides))
+    except ConfigError as error:
+        raise SystemExit(f"config error: {error}") from None
+    config.data.data_dir = str(data_dir)
+    return config
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     task_cls = get_task(args.task)
     data_dir = require_prepared(args.data)
-    checkpoint = Path(args.checkpoint)
-    config = load_run_config(checkpoint)
-    trained_for = config.task
-    if trained_for != args.task and not args.zero_shot:
-        raise SystemExit(f"{checkpoint} was trained for {trained_for!r}; pass --zero-shot to evaluate it on {args.task!r}")
-    if args.zero_shot and not task_cls.supports_zero_shot:
-        raise SystemExit(f"task {args.task!r} has no zero-shot mode (it needs a trained answer classifier)")
-    config.task, config.data.data_dir = args.task, str(data_dir)
-    config.eval.split = args.split
-    flags = {"eval": {"rerank_k": args.rerank_k, "num_frames": args.num_frames},
-             "train": {"eval_batch_size": args.batch_size}}
-    apply_overrides(config, drop_unset(flags))
-    apply_overrides(config, parse_dotted(args.overrides))
-
+    run = RunDir(args.checkpoint)
+    config = evaluation_config(args, run, task_cls, data_dir)
+    trained_for, config.task = config.task, args.task
     accelerator = build_accelerator(config, project_dir=None)
     setup_logging(accelerator)
-    tokenizer = load_tokenizer(checkpoint / TOKENIZER_DIR)
-    extra = {"answers": task_cls.load_answers(checkpoint)} if hasattr(task_cls, "load_answers") else {}
-    task = task_cls(config, tokenizer, **extra)
+    extra = {"answers": task_cls.load_answers(run.path)} if hasattr(task_cls, "load_answers") else {}
+    task = task_cls(config, load_tokenizer(run.tokenizer_dir), **extra)
     model = task.build_model()
-    load_weights(model, checkpoint, required_heads=task.heads)
+    load_weights(model, run.path, required_heads=task.heads)
     model = accelerator.prepare(model)
     model.eval()
     with accelerator.autocast():
         metrics = task.evaluate(model, accelerator, args.split)
-    metrics["rerank_source"] = rerank_source(checkpoint, args.rerank_k) if "rerank_k" in metrics else None
+    metrics["rerank_source"] = rerank_source(run, args.rerank_k) if "rerank_k" in metrics else None
     metrics["setup"] = {
-        "task": args.task, "split": args.split, "checkpoint": str(checkpoint.resolve()), "trained_for": trained_for,
+        "task": args.task, "split": args.split, "checkpoint": str(run.path.resolve()), "trained_for": trained_for,
         "zero_shot": args.zero_shot, "split_sha256": split_file_hash(data_dir, task.annotation_kind, args.split),
         "num_frames": task.eval_num_frames(), "frame_sampling": "uniform segment middles (deterministic)",
         "image_size": config.model.image_size, "rerank_k": config.eval.rerank_k, "model": config.model.preset,
         "processes": accelerator.num_processes, "precision": accelerator.mixed_precision,
     }
     if accelerator.is_main_process:
-        output = Path(args.output) if args.output else checkpoint / f"eval_{args.task}_{args.split}.json"
+        output = Path(args.output) if args.output else run.eval_path(args.task, args.split)
         output.write_text(json.dumps(metrics, indent=2))
         print_table(args.task, args.split, metrics)
         print(f"metrics written to {output}")
     return metrics
 
 
-def rerank_source(checkpoint: Path, flag: str | None) -> str:
+def rerank_source(run: RunDir, flag: str | None) -> str:
     """Where the re-ranking depth came from, said with every retrieval result."""
     if flag is not None:
         return "--rerank-k"
-    choice = checkpoint / EVALUATION_CHOICE
-    if choice.exists():
-        measured = json.loads(choice.read_text())
+    measured = run.evaluation_choice()
+    if measured is not None:
         where = measured.get("split", "")
         return f"chosen by the run on {where}" if where else f"set by the run: {measured.get('reason', '')}"
     return "the run's config (no choice recorded)"

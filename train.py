@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> dict:
         config = build_config(
             task_cls, model=args.model, config_file=args.config, dotted=args.overrides,
             flags={"train": {"max_steps": args.max_steps, "batch_size": args.batch_size}},
-            init=args.init or "", data_dir=str(require_prepared(args.data)), output_dir=args.output_dir,
+            init=args.init or "", data_dir=args.data, output_dir=args.output_dir,
             resume=args.resume,
         )
     except (ConfigError, RunDirError) as error:  # a bad key or value is the user's to fix: no traceback
         raise SystemExit(f"config error: {error}") from None
+    require_prepared(config.data.data_dir)
     # Fine-tuning keeps the vocabulary of the checkpoint it starts from.
     tokenizer = load_tokenizer(str(RunDir(config.init).tokenizer_dir) if config.init else config.model.tokenizer)
     accelerator = build_accelerator(config, config.output_dir)

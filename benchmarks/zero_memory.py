@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from violet.config import RunConfig  # noqa: E402
-from violet.engine.trainer import build_optimizer  # noqa: E402
+from violet.engine.optim import build_optimizer  # noqa: E402
 from violet.models import VideoLanguageModel, preset  # noqa: E402
 from violet.runtime import build_accelerator  # noqa: E402
 

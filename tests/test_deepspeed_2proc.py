@@ -118,7 +118,7 @@ def wait_for_kill_point(process: subprocess.Popen, out: Path, past_step: int, ti
     log = out / "train_log.jsonl"
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it could be killed"
-        done = (out / "checkpoints" / f"step_{past_step - 1}" / "COMPLETE").exists()
+        done = (out / "checkpoints" / f"step_{past_step - 1}" / "manifest.json").exists()  # written last
         if done and log.exists() and max(logged_losses(out), default=0) >= past_step:
             kill_tree(process.pid)
             process.wait()

@@ -12,6 +12,7 @@ from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwa
 from accelerate.utils import set_seed
 
 from violet.config import ConfigError, RunConfig, apply_overrides, load_yaml, parse_dotted
+from violet.data.layout import HF_DIRNAME, STORE_DIRNAME, is_prepared
 from violet.engine.rundir import RunDir
 from violet.models import preset, preset_overrides
 
@@ -85,6 +86,7 @@ def setup_logging(accelerator: Accelerator | None = None) -> None:
 
 def require_prepared(data_dir: str) -> Path:
     path = Path(data_dir)
-    if not (path / "hf").exists() or not (path / "clip_store").exists():
-        raise SystemExit(f"{path} is not prepared (no hf/ or clip_store/): run `python -m prepare {path}` first")
+    if not is_prepared(path):
+        raise SystemExit(f"{path} is not prepared (no {HF_DIRNAME}/ or {STORE_DIRNAME}/): run "
+                         f"`python -m prepare {path}` first")
     return path

@@ -60,6 +60,11 @@ def default_hf_dir(data_dir: PathLike) -> Path:
     return Path(data_dir) / HF_DIRNAME
 
 
+def is_prepared(data_dir: PathLike) -> bool:
+    """`python -m prepare DATA` has run: the datasets and the clip store exist."""
+    return default_hf_dir(data_dir).exists() and default_store_dir(data_dir).exists()
+
+
 def normalize_video_id(video: str) -> str:
     """Canonical form of a video id (a path relative to DATA/videos).
 

@@ -82,8 +82,17 @@ class RunDir:
         """Where evaluate.py writes its metrics for this run by default."""
         return self.path / f"eval_{task}_{split}.json"
 
+    @property
+    def owner(self) -> RunDir | None:
+        """For a resumable `OUT/checkpoints/step_N` directory: the run it belongs to."""
+        if self.path.parent.name == self.CHECKPOINTS and self.path.name.startswith("step_"):
+            return RunDir(self.path.parent.parent)
+        return None
+
     # ----- contents -----
     def load_config(self) -> RunConfig:
+        if not self.config_path.exists() and self.owner is not None:  # a step saved before steps carried configs
+            return self.owner.load_config()
         if not self.config_path.exists():
             raise RunDirError(f"{self.path} is not a violet run: {self.CONFIG} is missing")
         saved = json.loads(self.config_path.read_text())
@@ -96,6 +105,8 @@ class RunDir:
 
     def evaluation_choice(self) -> dict[str, Any] | None:
         path = self.evaluation_choice_path
+        if not path.exists() and self.owner is not None:
+            return None  # chosen at the end of training: a step directory has none
         return json.loads(path.read_text()) if path.exists() else None
 
     def save_evaluation_choice(self, choice: dict[str, Any]) -> None:

@@ -1,186 +1,103 @@
-"""One Trainer for every task: Accelerate loop with accumulation, checkpoint/resume, logging and evaluation.
+"""One Trainer for every task: the Accelerate loop, logging, evaluation; checkpoints go through the Checkpointer.
 
 The step is split in two: `forward_backward` (the task's loss, then backward) and `train_step` (accumulation
-boundary, clipping, non-finite check, optimizer/scheduler, logging). Resuming restores model, optimizer,
-scheduler, RNG and the Trainer's counters, then skips the batches of the interrupted epoch already consumed,
-so a resumed run sees the same batches in the same order as an uninterrupted one.
+boundary, clipping, non-finite check, optimizer/scheduler). The loop reads: step, log, maybe evaluate, maybe save.
+Resuming restores model, optimizer, scheduler, RNG and the Trainer's counters, then skips the batches of the
+interrupted epoch already consumed, so a resumed run sees the same batches in the same order as an uninterrupted
+one. The Trainer knows tasks only through the TrainableTask protocol.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import resource
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
-from violet.config import RunConfig, save_config
-from violet.engine.checkpoint import (
-    CONFIG, TOKENIZER_DIR, checkpoint_dirs, export_weights, load_weights, mark_complete, prune_checkpoints,
-)
+from violet.config import RunConfig
+from violet.engine.checkpointer import Checkpointer
+from violet.engine.metadata import run_metadata, throughput_logs
+from violet.engine.optim import build_optimizer, build_scheduler
+from violet.engine.protocol import TrainableTask
+from violet.engine.rundir import RunDir, RunDirError
+from violet.engine.state import GeneratorState, SharedGeneratorState, TrainerState
+from violet.engine.train_log import TrainLog
+from violet.engine.weights import load_weights
 from violet.models.pretrained import apply_pretrained_init
-from violet.tasks.base import Task
 
 logger = logging.getLogger(__name__)
-TRAIN_LOG = "train_log.jsonl"
-EVALUATION_CHOICE = "evaluation_choice.json"
-
-
-@dataclass
-class TrainerState:
-    """Counters saved with every checkpoint; `batches_in_epoch` counts micro-batches, not optimizer steps."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    samples_seen: int = 0
-    bad_samples: int = 0
-    seed: int = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        for key, value in state.items():
-            setattr(self, key, int(value))
-
-
-def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """AdamW with no weight decay on biases, norms, embeddings and the names the model lists."""
-    skip = model.no_weight_decay()
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim < 2 or name in skip else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": config.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98), eps=1e-6)
-
-
-def _logged_step(line: str) -> float:
-    """The step of one train-log line; a line torn by a kill mid-write (or blank) counts as after any checkpoint."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return float("inf")
-
-
-class GeneratorState:
-    """Checkpointable generator that draws masks and hard negatives, one stream per rank.
-
-    Accelerate writes custom state from the main process only, so every rank's state is gathered into the
-    file; a resume on a different number of processes reseeds from (seed, step, rank) instead.
-    """
-
-    def __init__(self, generator: torch.Generator, seed: int, trainer_state: TrainerState) -> None:
-        self.generator = generator
-        self.seed = seed
-        self.trainer_state = trainer_state
-
-    def state_dict(self) -> dict[str, list[torch.Tensor]]:
-        own = self.generator.get_state()
-        if not (dist.is_available() and dist.is_initialized()):
-            return {"per_rank": [own]}
-        states: list[torch.Tensor | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(states, own)
-        return {"per_rank": states}
-
-    def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if len(state["per_rank"]) == world:
-            self.generator.set_state(state["per_rank"][rank])
-        else:
-            logger.warning("resuming on %d processes from a %d-process checkpoint: reseeding mask RNG", world,
-                           len(state["per_rank"]))
-            self.generator.manual_seed(self.seed + 1000 * self.trainer_state.step + rank)
-
-
-class SharedGeneratorState:
-    """Checkpointable generator whose state is identical on every rank (the task's global-batch draws)."""
-
-    def __init__(self, generator: torch.Generator) -> None:
-        self.generator = generator
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["state"])
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, accelerator: Accelerator, task: Task) -> None:
+    def __init__(self, config: RunConfig, accelerator: Accelerator, task: TrainableTask) -> None:
         self.config = config
         self.accelerator = accelerator
         self.task = task
-        self.output_dir = Path(config.output_dir)
+        self.run = RunDir(config.output_dir)
         self.state = TrainerState(seed=config.train.seed)
-        self.last_checkpoint: Path | None = None
-        train = config.train
-
-        self.train_loader = task.train_loader()
-        self.train_dataset = self.train_loader.dataset
-        # A streaming dataset (data.streaming) splits rows across ranks itself and saves its own position.
-        self.streaming = hasattr(self.train_dataset, "load_state_dict")
-        batches_per_epoch = len(self.train_loader) // accelerator.num_processes
-        if batches_per_epoch == 0:
-            raise ValueError(
-                f"the train split has {len(self.train_loader.dataset)} rows, fewer than one batch of "
-                f"{train.batch_size} x {accelerator.num_processes} processes; lower --batch-size"
-            )
-        steps_per_epoch = max(1, batches_per_epoch // train.grad_accum)
-        self.total_steps = train.max_steps or steps_per_epoch * train.epochs
-        self.model = task.build_model()
-        if config.init:
-            load_weights(self.model, Path(config.init))
-        else:  # a run from scratch may start its encoders from image/video/BERT checkpoints (model.*_init)
-            for part, report in apply_pretrained_init(self.model).items():  # full key lists are logged there
-                counts = ", ".join(f"{len(v)} {k}" for k, v in report.items() if isinstance(v, (list, tuple)))
-                accelerator.print(f"{part} initialised from a {report.get('format')} checkpoint ({counts})")
+        self.checkpointer = Checkpointer(accelerator, self.run, config.train.save_every, config.train.keep_checkpoints,
+                                         describe=self.write_run_files)
+        self.train_log = TrainLog(self.run.train_log, accelerator.is_main_process)
+        self.build_data()
+        self.build_model()
         self.optimizer = build_optimizer(self.model, config)
-        # Accelerate's prepared scheduler advances once per process at every optimizer step, so the schedule is
-        # laid out in process-steps to end exactly at total_steps.
-        scale = accelerator.num_processes
-        self.scheduler = get_scheduler(
-            train.lr_schedule, self.optimizer, num_warmup_steps=int(train.warmup_ratio * self.total_steps) * scale,
-            num_training_steps=self.total_steps * scale,
-        )
+        self.scheduler = build_scheduler(self.optimizer, config, self.total_steps, accelerator.num_processes)
         if self.streaming:  # not prepared: Accelerate would shard or dispatch the IterableDataset a second time
             self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, self.optimizer, self.scheduler)
         else:
             self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
-                self.model, self.optimizer, self.train_loader, self.scheduler
-            )
-        self.generator = torch.Generator(device=accelerator.device)
-        self.generator.manual_seed(train.seed + accelerator.process_index)
-        accelerator.register_for_checkpointing(self.state)
-        accelerator.register_for_checkpointing(GeneratorState(self.generator, train.seed, self.state))
-        accelerator.register_for_checkpointing(SharedGeneratorState(task.global_generator))
-        if self.streaming:  # registered last, so the indices of the states above stay the same
-            accelerator.register_for_checkpointing(self.train_dataset)
-        global_batch = train.batch_size * train.grad_accum * accelerator.num_processes
-        self.check_deepspeed_batch(global_batch)
-        accelerator.print(
-            f"task={task.name} train rows={len(task.train_rows())} steps={self.total_steps} "
-            f"({steps_per_epoch}/epoch) global batch={global_batch} "
-            f"(= {train.batch_size} per device x {train.grad_accum} accumulation x {accelerator.num_processes} "
-            f"processes) lr={train.lr} precision={accelerator.mixed_precision} "
-            f"grad checkpointing={'on' if config.model.grad_checkpointing else 'off'} "
-            f"backend={accelerator.distributed_type.name.lower()}{self.zero_stage_note()}"
-        )
+                self.model, self.optimizer, self.train_loader, self.scheduler)
+        self.register_state()
+        self.check_deepspeed_batch()
+        self.print_setup()
 
-    def check_deepspeed_batch(self, global_batch: int) -> None:
+    # ----- building -----
+    def build_data(self) -> None:
+        train = self.config.train
+        self.train_loader = self.task.train_loader()
+        self.train_dataset = self.train_loader.dataset
+        # A streaming dataset (data.streaming) splits rows across ranks itself and saves its own position.
+        self.streaming = hasattr(self.train_dataset, "load_state_dict")
+        batches_per_epoch = len(self.train_loader) // self.accelerator.num_processes
+        if batches_per_epoch == 0:
+            raise ValueError(
+                f"the train split has {len(self.train_dataset)} rows, fewer than one batch of "
+                f"{train.batch_size} x {self.accelerator.num_processes} processes; lower --batch-size")
+        self.steps_per_epoch = max(1, batches_per_epoch // train.grad_accum)
+        self.total_steps = train.max_steps or self.steps_per_epoch * train.epochs
+
+    def build_model(self) -> None:
+        self.model = self.task.build_model()
+        if self.config.init:
+            load_weights(self.model, Path(self.config.init))
+            return
+        # A run from scratch may start its encoders from image/video/BERT checkpoints (model.*_init).
+        for part, report in apply_pretrained_init(self.model).items():  # full key lists are logged there
+            counts = ", ".join(f"{len(v)} {k}" for k, v in report.items() if isinstance(v, (list, tuple)))
+            self.accelerator.print(f"{part} initialised from a {report.get('format')} checkpoint ({counts})")
+
+    def register_state(self) -> None:
+        """Everything a resume must restore besides model, optimizer and scheduler (the order is the file order)."""
+        accelerator, seed = self.accelerator, self.config.train.seed
+        self.generator = torch.Generator(device=accelerator.device)
+        self.generator.manual_seed(seed + accelerator.process_index)
+        accelerator.register_for_checkpointing(self.state)
+        accelerator.register_for_checkpointing(GeneratorState(self.generator, seed, self.state))
+        accelerator.register_for_checkpointing(SharedGeneratorState(self.task.global_generator))
+        if self.streaming:
+            accelerator.register_for_checkpointing(self.train_dataset)
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.train.batch_size * self.config.train.grad_accum * self.accelerator.num_processes
+
+    def check_deepspeed_batch(self) -> None:
         """DeepSpeed's batch arithmetic must be ours ("auto" fields): fail at start, not silently."""
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is None:
@@ -188,61 +105,28 @@ class Trainer:
         ds = plugin.deepspeed_config
         found = (ds.get("train_micro_batch_size_per_gpu"), ds.get("gradient_accumulation_steps"),
                  ds.get("train_batch_size"))
-        wanted = (self.config.train.batch_size, self.config.train.grad_accum, global_batch)
+        wanted = (self.config.train.batch_size, self.config.train.grad_accum, self.global_batch)
         if found != wanted:
             raise ValueError(
                 f"DeepSpeed config batch (micro, accumulation, global) = {found} but the run config gives {wanted}; "
-                'use "auto" for these fields in the DeepSpeed JSON so train.* stays the single source of truth'
-            )
+                'use "auto" for these fields in the DeepSpeed JSON so train.* stays the single source of truth')
 
-    def zero_stage_note(self) -> str:
-        plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is None:
-            return ""
-        zero = plugin.deepspeed_config.get("zero_optimization", {})
-        offload = [part for part in ("optimizer", "param")
-                   if zero.get(f"offload_{part}", {}).get("device", "none") not in ("none", None)]
-        return f" (ZeRO-{zero.get('stage', 0)}{', offload ' + '+'.join(offload) if offload else ''})"
-
-    # ----- checkpoints -----
-    def save_checkpoint(self) -> Path:
-        path = self.output_dir / "checkpoints" / f"step_{self.state.step}"
-        if path == self.last_checkpoint:
-            return path  # the last step was also a periodic save
-        self.last_checkpoint = path
-        self.accelerator.save_state(str(path))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            mark_complete(path, self.state.step)
-            prune_checkpoints(self.output_dir, self.config.train.keep_checkpoints)
-        return path
-
-    def maybe_resume(self) -> None:
-        if not self.config.resume:
-            return
-        found = checkpoint_dirs(self.output_dir)
-        if not found:
-            self.accelerator.print(f"--resume: no finished checkpoint in {self.output_dir}/checkpoints, starting at step 0")
-            return
-        self.accelerator.load_state(str(found[-1]))
-        if self.accelerator.is_main_process:  # drop log lines of steps after the checkpoint: they are redone
-            log_path = self.output_dir / TRAIN_LOG
-            if log_path.exists():
-                kept = [line for line in log_path.read_text().splitlines() if _logged_step(line) <= self.state.step]
-                log_path.write_text("".join(line + "\n" for line in kept))
-        self.accelerator.print(
-            f"resumed from {found[-1]} at step {self.state.step}, epoch {self.state.epoch}, "
-            f"batch {self.state.batches_in_epoch}"
-        )
-
-    def save_final(self, checkpoint: Path) -> None:
-        """Weights (one safetensors file), resolved config, tokenizer and task files: what evaluate.py loads."""
-        accelerator = self.accelerator
-        export_weights(accelerator, self.model, self.output_dir, checkpoint)
-        if accelerator.is_main_process:
-            save_config(self.config, self.output_dir / CONFIG)
-            self.task.tokenizer.save_pretrained(str(self.output_dir / TOKENIZER_DIR))
-            self.task.save_artifacts(self.output_dir)
+    def print_setup(self) -> None:
+        train, accelerator = self.config.train, self.accelerator
+        plugin = accelerator.state.deepspeed_plugin
+        zero = ""
+        if plugin is not None:
+            settings = plugin.deepspeed_config.get("zero_optimization", {})
+            offload = [part for part in ("optimizer", "param")
+                       if settings.get(f"offload_{part}", {}).get("device", "none") not in ("none", None)]
+            zero = f" (ZeRO-{settings.get('stage', 0)}{', offload ' + '+'.join(offload) if offload else ''})"
+        accelerator.print(
+            f"task={self.task.name} train rows={len(self.task.train_rows())} steps={self.total_steps} "
+            f"({self.steps_per_epoch}/epoch) global batch={self.global_batch} "
+            f"(= {train.batch_size} per device x {train.grad_accum} accumulation x {accelerator.num_processes} "
+            f"processes) lr={train.lr} precision={accelerator.mixed_precision} "
+            f"grad checkpointing={'on' if self.config.model.grad_checkpointing else 'off'} "
+            f"backend={accelerator.distributed_type.name.lower()}{zero}")
 
     # ----- the step -----
     def forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -251,8 +135,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at step {self.state.step} ({ {k: float(v) for k, v in logs.items()} }); "
-                "lower train.lr or check the data; the last checkpoint is intact"
-            )
+                "lower train.lr or check the data; the last checkpoint is intact")
         self.accelerator.backward(loss)  # Accelerate/DeepSpeed scale by accumulation steps themselves
         return loss, logs
 
@@ -293,13 +176,62 @@ class Trainer:
 
     # ----- the loop -----
     def train(self) -> dict[str, Any]:
+        with self.own_run_dir():
+            self.start()
+            for batch in self.batches():
+                logs = self.train_step(batch)
+                if logs is None:
+                    continue
+                self.state.step += 1
+                self.log(logs)
+                if self.config.train.eval_every and self.state.step % self.config.train.eval_every == 0:
+                    self.evaluate_and_log("val")
+                if self.checkpointer.due(self.state.step):
+                    self.checkpointer.save(self.state.step)
+                if self.state.step >= self.total_steps:
+                    break
+            return self.finish()
+
+    @contextlib.contextmanager
+    def own_run_dir(self) -> Iterator[None]:
+        """One training process group per run directory, and no run silently mixed into another's checkpoints."""
+        if not self.accelerator.is_main_process:
+            yield
+            return
+        with self.run.lock():
+            if not self.config.resume and self.run.has_training_state():
+                raise RunDirError(
+                    f"{self.run.path} already holds a training run (checkpoints/ or {RunDir.TRAIN_LOG}); pass "
+                    "--resume to continue it, or choose another --output-dir (keep-last-k pruning and --resume "
+                    "would otherwise mix the two runs)")
+            yield
+
+    def start(self) -> None:
+        """Record the config, resume if asked, open the trackers."""
         accelerator, config = self.accelerator, self.config
-        self.maybe_resume()
+        if accelerator.is_main_process:
+            self.run.save_config(config)
+            self.run.save_metadata(run_metadata(config, accelerator, step=0))
+        if config.resume:
+            self.resume()
         accelerator.init_trackers("tensorboard", config={"task": config.task, "model": config.model.preset})
-        progress = tqdm(total=self.total_steps, initial=self.state.step, disable=not accelerator.is_main_process,
-                        desc=f"{config.task}", dynamic_ncols=True)
-        window_start, data_wait, clips = time.perf_counter(), 0.0, 0
-        while self.state.step < self.total_steps:
+        self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=config.task, dynamic_ncols=True,
+                             disable=not accelerator.is_main_process)
+        self.window = {"start": time.perf_counter(), "data_wait": 0.0, "clips": 0}
+
+    def resume(self) -> None:
+        found = self.checkpointer.resume()
+        if found is None:
+            self.accelerator.print(f"--resume: no finished checkpoint in {self.run.checkpoints_dir}, starting at step 0")
+            return
+        self.train_log.rewind(self.state.step)
+        self.accelerator.print(f"resumed from {found} at step {self.state.step}, epoch {self.state.epoch}, "
+                               f"batch {self.state.batches_in_epoch}")
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """Training batches across epochs from the current position, counting samples and timing data waits."""
+        accelerator = self.accelerator
+        while True:
             self.train_loader.set_epoch(self.state.epoch)
             self.train_dataset.set_epoch(self.state.epoch)
             loader = self.train_loader
@@ -307,42 +239,54 @@ class Trainer:
                 loader = accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
             fetch_start = time.perf_counter()
             for batch in loader:
-                data_wait += time.perf_counter() - fetch_start
+                self.window["data_wait"] += time.perf_counter() - fetch_start
                 self.state.batches_in_epoch += 1
                 self.count_bad_samples(batch)
-                if "frames" not in batch:
-                    fetch_start = time.perf_counter()
-                    continue
-                clips += batch["frames"].shape[0] * accelerator.num_processes
-                self.state.samples_seen += batch["frames"].shape[0] * accelerator.num_processes
-                logs = self.train_step(batch)
-                if logs is not None:
-                    self.state.step += 1
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{logs['train/loss']:.3f}")
-                    if self.state.step % config.train.log_every == 0 or self.state.step == self.total_steps:
-                        elapsed = time.perf_counter() - window_start
-                        logs.update(self.throughput_logs(clips, elapsed, data_wait))
-                        accelerator.log(logs, step=self.state.step)
-                        self.append_train_log(logs)
-                        window_start, data_wait, clips = time.perf_counter(), 0.0, 0
-                    if config.train.save_every and self.state.step % config.train.save_every == 0:
-                        self.save_checkpoint()
-                    if config.train.eval_every and self.state.step % config.train.eval_every == 0:
-                        self.evaluate_and_log("val")
-                    if self.state.step >= self.total_steps:
-                        break
+                if "frames" in batch:  # a batch whose every clip was unreadable is skipped
+                    clips = batch["frames"].shape[0] * accelerator.num_processes
+                    self.window["clips"] += clips
+                    self.state.samples_seen += clips
+                    yield batch
                 fetch_start = time.perf_counter()
-            else:
-                self.state.epoch += 1
-                self.state.batches_in_epoch = 0
-        progress.close()
-        checkpoint = self.save_checkpoint()
+            self.state.epoch += 1
+            self.state.batches_in_epoch = 0
+
+    def log(self, logs: dict[str, float]) -> None:
+        step = self.state.step
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{logs['train/loss']:.3f}")
+        if step % self.config.train.log_every and step != self.total_steps:
+            return
+        elapsed = time.perf_counter() - self.window["start"]
+        logs.update(throughput_logs(self.window["clips"], elapsed, self.window["data_wait"]))
+        if logs["perf/data_wait_fraction"] > 0.5 and step > self.config.train.log_every:
+            logger.warning("data loading takes %.0f%% of step time: raise data.num_workers",
+                           100 * logs["perf/data_wait_fraction"])
+        self.accelerator.log(logs, step=step)
+        self.train_log.append(step, logs)
+        self.window = {"start": time.perf_counter(), "data_wait": 0.0, "clips": 0}
+
+    def finish(self) -> dict[str, Any]:
+        """Last checkpoint, evaluation choices, export (weights, config, tokenizer, task files), final val metrics."""
+        self.progress.close()
+        checkpoint = self.checkpointer.save(self.state.step)
         self.tune_evaluation()
-        self.save_final(checkpoint)
+        self.checkpointer.export(self.model, checkpoint)
+        if self.accelerator.is_main_process:
+            self.write_run_files(self.run.path)
         metrics = self.evaluate_and_log("val")
-        accelerator.end_training()
+        if self.accelerator.is_main_process:
+            self.run.save_metadata(run_metadata(self.config, self.accelerator, step=self.state.step, metrics=metrics,
+                                                samples_seen=self.state.samples_seen))
+        self.accelerator.end_training()
         return metrics
+
+    def write_run_files(self, directory: Path) -> None:
+        """Config, tokenizer and task files (e.g. the answer vocabulary): what makes a directory loadable."""
+        target = RunDir(directory)
+        target.save_config(self.config)
+        self.task.tokenizer.save_pretrained(str(target.tokenizer_dir))
+        self.task.save_artifacts(directory)
 
     def tune_evaluation(self) -> None:
         """Let the task choose its evaluation settings on held-out data; the choice lands in the saved config and
@@ -352,14 +296,8 @@ class Trainer:
             choice = self.task.tune_evaluation(self.model, self.accelerator)
         self.model.train()
         if choice is not None and self.accelerator.is_main_process:
-            (self.output_dir / EVALUATION_CHOICE).write_text(json.dumps(choice, indent=2) + "\n")
+            self.run.save_evaluation_choice(choice)
             self.accelerator.print(f"evaluation settings chosen on held-out data: {json.dumps(choice)}")
-
-    def append_train_log(self, logs: dict[str, float]) -> None:
-        """OUT/train_log.jsonl: the same numbers as TensorBoard, readable without it (reference logs)."""
-        if self.accelerator.is_main_process:
-            with open(self.output_dir / TRAIN_LOG, "a") as handle:
-                handle.write(json.dumps({"step": self.state.step, **logs}) + "\n")
 
     def count_bad_samples(self, batch: dict[str, Any]) -> None:
         errors = batch.get("errors", [])
@@ -372,17 +310,7 @@ class Trainer:
         if self.state.bad_samples > limit:
             raise RuntimeError(
                 f"{self.state.bad_samples} unreadable clips (limit data.max_bad_samples={limit}); "
-                "re-run `python -m prepare DATA` and check clip_store/failed.jsonl"
-            )
-
-    def throughput_logs(self, clips: int, elapsed: float, data_wait: float) -> dict[str, float]:
-        logs = {"perf/clips_per_s": clips / max(elapsed, 1e-9), "perf/data_wait_fraction": data_wait / max(elapsed, 1e-9)}
-        if logs["perf/data_wait_fraction"] > 0.5 and self.state.step > self.config.train.log_every:
-            logger.warning("data loading takes %.0f%% of step time: raise data.num_workers", 100 * logs["perf/data_wait_fraction"])
-        if torch.cuda.is_available():
-            logs["perf/gpu_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        logs["perf/host_max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        return logs
+                "re-run `python -m prepare DATA` and check clip_store/failed.jsonl")
 
     def evaluate_and_log(self, split: str) -> dict[str, Any]:
         if not self.task.has_split(split):
@@ -395,7 +323,7 @@ class Trainer:
         self.accelerator.log({f"{split}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                              step=self.state.step)
         if self.accelerator.is_main_process:
-            (self.output_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
+            self.run.metrics_path(split).write_text(json.dumps(metrics, indent=2))
             self.accelerator.print(f"{split}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                                             for k, v in metrics.items()))
         return metrics

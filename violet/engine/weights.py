@@ -1,15 +1,13 @@
-"""Resumable checkpoints (Accelerate save_state) and final weights (safetensors + config + tokenizer).
+"""Model weights on disk: the exported safetensors file and loading it into a model.
 
-Resumable state lives in OUT/checkpoints/step_N; a `COMPLETE` marker is written last, so a run killed while
-saving never resumes from a half-written directory. Final weights are one safetensors file that loads
-without DeepSpeed. Loading is strict about everything except the heads a task does not use, and always
-prints what was missing or unexpected.
+The export is one fp32 safetensors file that loads without DeepSpeed, checked against the live model before it
+is written. Loading is strict about everything except the heads a task does not use, and always reports what was
+missing or unexpected; position tables saved for another frame count or resolution are interpolated explicitly.
 """
 from __future__ import annotations
 
-import json
 import logging
-import shutil
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,47 +16,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from violet.config import RunConfig, config_from_dict
-
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
-COMPLETE = "COMPLETE"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-TOKENIZER_DIR = "tokenizer"
+WEIGHTS = "model.safetensors"  # the file name inside a run directory or an exported step
 ZERO_TAG = "pytorch_model"  # the sub-directory Accelerate's save_state gives the DeepSpeed engine's files
 # Parameters tied to another one (the MLM decoder shares the word embeddings): stored once, re-tied on load.
 TIED_ALIASES = frozenset({"heads.mlm.decoder.weight"})
-
-
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """Finished resumable checkpoints, oldest first."""
-    root = output_dir / "checkpoints"
-    if not root.exists():
-        return []
-    done = [path for path in root.glob("step_*") if (path / COMPLETE).exists()]
-    return sorted(done, key=lambda path: int(path.name.split("_")[1]))
-
-
-def mark_complete(path: Path, step: int) -> None:
-    (path / COMPLETE).write_text(json.dumps({"step": step}))
-
-
-def prune_checkpoints(output_dir: Path, keep: int) -> None:
-    for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def load_run_config(checkpoint_dir: Path) -> RunConfig:
-    path = checkpoint_dir / CONFIG
-    if not path.exists():
-        raise FileNotFoundError(f"{checkpoint_dir} is not a violet checkpoint: {CONFIG} is missing")
-    saved = json.loads(path.read_text())
-    # Runs saved before model.text_pool existed read the text embedding at [CLS]; keep computing what they learned.
-    saved.get("model", {}).setdefault("text_pool", "cls")
-    return config_from_dict(saved)
 
 
 def _resize_table(table: torch.Tensor, target: torch.Size, name: str) -> torch.Tensor:
@@ -74,16 +39,31 @@ def _resize_table(table: torch.Tensor, target: torch.Size, name: str) -> torch.T
     return series.permute(0, 2, 1).reshape(target).to(table.dtype)
 
 
+def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The weights of a run directory (its export) or of a resumable `checkpoints/step_N` directory: the model file
+    Accelerate saved there, or the fp32 master weights rebuilt from a DeepSpeed ZeRO checkpoint."""
+    path = directory / WEIGHTS
+    if not path.exists() and (directory / ZERO_TAG).is_dir():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=ZERO_TAG)
+        return {name: tensor.float() for name, tensor in state.items()}, directory / ZERO_TAG
+    if not path.exists():
+        raise FileNotFoundError(f"no {WEIGHTS} (nor a DeepSpeed {ZERO_TAG}/ checkpoint) in {directory}")
+    try:
+        return load_file(str(path)), path
+    except Exception as error:  # safetensors says "incomplete metadata" or similar for a truncated file
+        raise ValueError(f"{path} cannot be read ({error}); it is truncated or not a safetensors file: export it "
+                         "again (train.py --resume on the run) or use one of its checkpoints/step_N") from None
+
+
 def load_weights(model: nn.Module, checkpoint_dir: Path, required_heads: tuple[str, ...] = ()) -> dict:
-    """Load OUT/model.safetensors into `model`; returns {"missing": [...], "unexpected": [...]}.
+    """Load CHECKPOINT_DIR/model.safetensors into `model`; returns {"missing": [...], "unexpected": [...]}.
 
     Missing backbone keys or missing `required_heads` raise. Extra heads (e.g. MLM when fine-tuning from a
     pretraining checkpoint) and missing task heads that are not required (new heads) are reported.
     """
-    path = checkpoint_dir / WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(f"no {WEIGHTS} in {checkpoint_dir}")
-    state = load_file(str(path))
+    state, path = read_weights(Path(checkpoint_dir))
     own = model.state_dict()
     for name in ("video.spatial_pos", "video.temporal_pos"):
         if name in state and name in own and state[name].shape != own[name].shape:
@@ -109,8 +89,8 @@ def load_weights(model: nn.Module, checkpoint_dir: Path, required_heads: tuple[s
     return {"missing": missing, "unexpected": list(result.unexpected_keys)}
 
 
-def export_weights(accelerator: Accelerator, model: nn.Module, output_dir: Path, zero_checkpoint: Path | None) -> None:
-    """Write OUT/model.safetensors: full fp32 weights that load with no DeepSpeed at all.
+def export_weights(accelerator: Accelerator, model: nn.Module, target: Path, zero_checkpoint: Path | None) -> None:
+    """Write `target` (a model.safetensors path): full fp32 weights that load with no DeepSpeed at all.
 
     Under DeepSpeed the fp32 master weights are rebuilt from the ZeRO checkpoint just saved (the module itself
     may hold bf16 copies or, under ZeRO-3, empty partitions). Every export is checked against the live model's
@@ -132,7 +112,10 @@ def export_weights(accelerator: Accelerator, model: nn.Module, output_dir: Path,
         state = {name: tensor.detach().float().cpu().contiguous() if tensor.is_floating_point() else tensor.cpu()
                  for name, tensor in state.items() if name not in TIED_ALIASES}
         verify_export(state, unwrapped)
-        save_file(state, str(output_dir / WEIGHTS))
+        partial = target.with_name(f".{target.name}.partial")
+        save_file(state, str(partial))  # then renamed: a kill mid-write never leaves a truncated export
+        partial.chmod(0o666 & ~_umask())  # safetensors writes 0600; a shared run directory must stay readable
+        partial.replace(target)
     accelerator.wait_for_everyone()
 
 
@@ -157,3 +140,9 @@ def verify_export(state: dict[str, torch.Tensor], model: nn.Module) -> None:
         )
     count = sum(tensor.numel() for tensor in state.values())
     logger.info("exported %d tensors, %.2fM values", len(state), count / 1e6)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
