@@ -1,8 +1,22 @@
-import pytest
+import json
+import re
+from pathlib import Path
 
-from violet.config import RunConfig, apply_overrides, config_from_dict, parse_dotted
+import pytest
+import yaml
+
+from violet.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    load_yaml,
+    parse_dotted,
+    save_config,
+)
+from violet.models import PRESETS
 from violet.runtime import build_config
-from violet.tasks import get_task
+from violet.tasks import TASKS, get_task
 
 
 def test_dotted_overrides_are_typed_and_nested():
@@ -81,7 +95,6 @@ def test_yaml_boolean_for_a_text_field_is_a_clear_error():
 
 def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tmp_path):
     import train
-    from violet.config import save_config
 
     saved = RunConfig()
     apply_overrides(saved, {"model": {"width": 64, "embed_dim": 32}})
@@ -93,3 +106,180 @@ def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tm
     with pytest.raises(SystemExit, match="--model base conflicts with --init"):
         train.main(["--task", "retrieval", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o"),
                     "--init", str(run), "--model", "base"])
+
+
+# ----- errors: ConfigError naming the key and what is allowed -----
+
+def test_unknown_key_is_a_config_error_with_the_closest_key_and_a_readable_message():
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(RunConfig(), parse_dotted(["model.widht=64"]))
+    assert isinstance(error.value, KeyError)  # callers that caught KeyError still do
+    message = str(error.value)
+    assert message.startswith("unknown config key 'model.widht' (did you mean 'model.width'?)")  # no KeyError quotes
+    assert "known keys here:" in message and "video_encoder" in message
+    with pytest.raises(ConfigError, match=r"unknown config key 'optimizer'; known keys here: data, eval, init"):
+        apply_overrides(RunConfig(), parse_dotted(["optimizer.lr=1"]))  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=abc", "train.batch_size: expected int, got 'abc'"),
+    ("data.streaming=maybe", r"data.streaming: expected a boolean \(1\|true\|yes"),
+    ("model.video_encoder=cnn", r"model.video_encoder must be vit\|swin, got 'cnn'"),
+    ("objective.mvm_target=depth", r"objective.mvm_target must be pixel\|hog\|vq, got 'depth'"),
+    ("objective.vtm_negatives=all", r"objective.vtm_negatives must be global\|local"),
+    ("objective.mvm_ratio=1.5", r"objective.mvm_ratio must be in \[0, 1\)"),
+    ("model.heads=0", "model.heads must be >= 1, got 0"),  # not a ZeroDivisionError from width % heads
+    ("model.patch_size=0", "model.patch_size must be >= 1"),
+    ("train.grad_accum=0", "train.grad_accum must be >= 1, got 0"),
+    ("eval.rerank_k=-2", "eval.rerank_k must be >= -1"),
+    ("train", "must look like section.key=value"),
+    ("train.=3", "must look like section.key=value"),
+    ("train=3", "train is a section; set its fields"),
+])
+def test_bad_values_raise_config_errors_that_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(RunConfig(), parse_dotted([override]))
+
+
+def test_swin_lists_that_are_not_numbers_name_the_key():
+    with pytest.raises(ConfigError, match="model.swin_depths must be comma-separated whole numbers, got '2,x'"):
+        apply_overrides(RunConfig(), parse_dotted(["model.video_encoder=swin", "model.swin_depths=2,x"]))
+
+
+def test_yaml_problems_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*missing.yaml does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- train\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_yaml(tmp_path / "list.yaml")
+    (tmp_path / "broken.yaml").write_text("train: [1\n")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        load_yaml(tmp_path / "broken.yaml")
+    # An empty value is YAML's null: it must not become the text "None".
+    with pytest.raises(ConfigError, match="model.tokenizer: no value given"):
+        apply_overrides(RunConfig(), {"model": {"tokenizer": None}})
+    with pytest.raises(ConfigError, match="model.width: expected int, got a list"):
+        apply_overrides(RunConfig(), {"model": {"width": [64]}})
+
+
+# ----- the example files in configs/ -----
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _config_files() -> list[Path]:
+    return sorted(CONFIGS.rglob("*.yaml"))
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    found = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            found[prefix + key] = value
+    return found
+
+
+def _task_and_model(path: Path) -> tuple[str, str | None]:
+    """configs/<task>.yaml goes with that task; configs/presets/<preset>.yaml with that preset, for pretraining."""
+    if path.parent.name == "presets":
+        assert path.stem in PRESETS, f"{path}: presets/ files are named after a preset ({', '.join(PRESETS)})"
+        return "pretrain", path.stem
+    assert path.stem in TASKS, f"{path}: files in configs/ are named after a task ({', '.join(TASKS)})"
+    return path.stem, None
+
+
+def test_there_is_an_example_file_per_task_and_some_presets():
+    names = {path.stem for path in _config_files()}
+    assert set(TASKS) <= names and len(names - set(TASKS)) >= 1
+
+
+@pytest.mark.parametrize("path", _config_files(), ids=lambda path: str(path.relative_to(CONFIGS)))
+def test_every_example_config_resolves_and_its_values_land(path):
+    task, model = _task_and_model(path)
+    without = build_config(get_task(task), model=model).to_dict()
+    config = build_config(get_task(task), model=model, config_file=str(path)).to_dict()
+    leaves = _leaves(load_yaml(path))
+    assert leaves, f"{path} sets nothing"
+    changed = 0
+    for dotted, value in leaves.items():
+        section, key = dotted.split(".")
+        landed = config[section][key]
+        assert landed == (pytest.approx(float(value)) if isinstance(landed, float) else value), dotted
+        changed += landed != without[section][key]
+    assert changed, f"{path}: every value equals what the task and preset already set"
+
+
+# ----- python -m violet.config -----
+
+def _run_cli(capsys, *argv: str) -> str:
+    from violet.config.__main__ import main
+
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_prints_the_resolved_config_with_overrides_before_and_after_flags(capsys):
+    out = _run_cli(capsys, "train.lr=0.001", "--task", "qa-mc", "--model", "simvtp-tiny", "--max-steps", "7",
+                   "model.dropout=0.1")
+    resolved = json.loads(out)
+    assert resolved["task"] == "qa-mc" and resolved["model"]["preset"] == "simvtp-tiny"
+    assert resolved["train"]["lr"] == pytest.approx(0.001) and resolved["model"]["dropout"] == pytest.approx(0.1)
+    assert resolved["train"]["max_steps"] == 7 and resolved["train"]["batch_size"] == 16  # flag; task default
+    assert resolved["data"]["num_frames"] == 4  # the preset's downstream frames
+    again = yaml.safe_load(_run_cli(capsys, "--task", "qa-mc", "--model", "simvtp-tiny", "--format", "yaml",
+                                    "--max-steps", "7", "train.lr=0.001", "model.dropout=0.1"))
+    assert again == resolved
+
+
+def test_cli_reads_yaml_files_and_the_init_runs_architecture(capsys, tmp_path):
+    saved = RunConfig()
+    apply_overrides(saved, {"model": {"width": 64, "embed_dim": 32}})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(saved, run / "config.json")
+    resolved = json.loads(_run_cli(capsys, "--task", "retrieval", "--init", str(run),
+                                   "--config", str(CONFIGS / "retrieval.yaml")))
+    assert resolved["model"]["width"] == 64 and resolved["init"] == str(run)
+    assert resolved["train"]["eval_every"] == 500  # from the YAML
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "pretrain", "train.lrr=1"], "config error: unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
+    (["--task", "pretrain", "--config", "nope.yaml"], "config error: config file nope.yaml does not exist"),
+    (["--task", "retrieval", "--init", "not_a_run"], "config error: not_a_run is not a violet run"),
+])
+def test_cli_errors_are_one_line_without_a_traceback(argv, message):
+    from violet.config.__main__ import main
+
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert str(error.value.code).startswith(message)  # SystemExit(str): printed as is, exit status 1
+
+
+def test_cli_refuses_abbreviated_flags_and_a_missing_task(capsys):
+    from violet.config.__main__ import main
+
+    for argv in (["--task", "pretrain", "--out", "x"], ["train.lr=1"]):
+        with pytest.raises(SystemExit) as error:
+            main(argv)
+        assert error.value.code == 2
+    assert "--task is required" in capsys.readouterr().err
+
+
+def test_list_keys_has_every_key_with_its_default_and_comment(capsys):
+    rows = json.loads(_run_cli(capsys, "--list-keys", "--format", "json"))
+    by_name = {row["name"]: row for row in rows}
+    defaults = RunConfig().to_dict()
+    expected = {f"{section}.{key}" if isinstance(values, dict) else section
+                for section, values in defaults.items() for key in (values if isinstance(values, dict) else [None])}
+    assert set(by_name) == expected
+    assert by_name["train.lr"] == {"name": "train.lr", "type": "float", "default": 5e-4,
+                                   "comment": "peak learning rate (AdamW)"}
+    assert by_name["model.text_pool"]["comment"].startswith("How the text's contrastive embedding")  # block above
+    assert by_name["model.video_encoder"]["comment"].startswith("vit: tubelet ViT")  # not the `# ---` heading
+    assert by_name["train.compile"]["comment"] == ""  # no comment: nothing borrowed from the line above
+    table = _run_cli(capsys, "--list-keys")
+    assert re.search(r"^train\.lr\s+float\s+0\.0005\s+peak learning rate", table, re.MULTILINE)
+    assert re.search(r"^model\.tokenizer\s+str\s+''\s+a local directory", table, re.MULTILINE)
