@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 demo: install
-	rm -rf $(DEMO_DATA)  # a fresh store: extraction resumes by video id and would keep old frames
+	rm -rf $(DEMO_DATA) $(DEMO_RUNS)  # a fresh store (extraction resumes by video id) and fresh runs (a run dir belongs to one run)
 	$(STAGE_TIMER) $(BIN)/python -m prepare.demo $(DEMO_DATA)
 	$(STAGE_TIMER) $(BIN)/python -m prepare $(DEMO_DATA)
 	$(LAUNCH) train.py --task pretrain --data $(DEMO_DATA) --output-dir $(DEMO_RUNS)/pretrain --max-steps $(PRETRAIN_STEPS)

@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML file with config sections (model, data, train, objective, eval)")
     parser.add_argument("--init", help="checkpoint directory to initialise from (e.g. a pretraining run)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --output-dir that holds an earlier run (its checkpoints are deleted)")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 model.width=256")
@@ -47,7 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging(accelerator)
     accelerator.print(config.to_json())
     task = task_cls(config, tokenizer)
-    return Trainer(config, accelerator, task).train()
+    try:
+        return Trainer(config, accelerator, task, overwrite=args.overwrite).train()
+    except RunDirError as error:  # the directory is another run's, or in use: nothing was written
+        raise SystemExit(str(error)) from None
 
 
 if __name__ == "__main__":

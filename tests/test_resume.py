@@ -50,3 +50,30 @@ def test_resume_without_checkpoint_starts_at_zero(demo_data, tmp_path, capsys):
     run_train("retrieval", demo_data, out, "--max-steps", "1", "--resume")
     assert "no finished checkpoint" in capsys.readouterr().out
     assert list(losses(out)) == [1]
+
+
+def test_a_run_directory_belongs_to_one_run(demo_data, tmp_path):
+    """A second run into a used directory is refused (it would prune and later resume a mix of both runs), and
+    every kept step directory evaluates like the final export."""
+    out = tmp_path / "run"
+    run_train("retrieval", demo_data, out, "--max-steps", "2", "train.save_every=1", "train.keep_checkpoints=2")
+    first_log = (out / "train_log.jsonl").read_text()
+    with pytest.raises(SystemExit, match="already holds a training run.*--resume"):
+        run_train("retrieval", demo_data, out, "--max-steps", "2")
+    assert (out / "train_log.jsonl").read_text() == first_log
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1", "step_2"]
+
+    import evaluate
+
+    final = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint", str(out), "--split",
+                           "val", "--output", str(tmp_path / "final.json")])
+    step_2 = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint",
+                            str(out / "checkpoints" / "step_2"), "--split", "val", "--output", str(tmp_path / "s.json")])
+    step_1 = evaluate.main(["--task", "retrieval", "--data", str(demo_data), "--checkpoint",
+                            str(out / "checkpoints" / "step_1"), "--split", "val", "--output", str(tmp_path / "t.json")])
+    assert step_2["t2v_meanr"] == pytest.approx(final["t2v_meanr"])  # the last step is the export
+    assert step_1["n"] == final["n"]
+
+    run_train("retrieval", demo_data, out, "--max-steps", "1", "--overwrite")  # starting over is one flag
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1]

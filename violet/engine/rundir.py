@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class RunDir:
     TRAIN_LOG = "train_log.jsonl"
     EVALUATION_CHOICE = "evaluation_choice.json"
     LOCK = ".lock"
+    TENSORBOARD = "tensorboard"  # Accelerate's tracker directory under the project dir
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -121,6 +123,21 @@ class RunDir:
     def has_training_state(self) -> bool:
         """Anything a previous training run left: checkpoints or a train log."""
         return self.checkpoints_dir.exists() and any(self.checkpoints_dir.iterdir()) or self.train_log.exists()
+
+    def clear_training_state(self) -> list[str]:
+        """Remove what a previous run left (for --overwrite); only the names a run writes, never other files."""
+        removed = []
+        for name in (self.CHECKPOINTS, self.TENSORBOARD, self.TOKENIZER):
+            if (self.path / name).is_dir():
+                shutil.rmtree(self.path / name)
+                removed.append(name + "/")
+        patterns = (self.TRAIN_LOG, self.WEIGHTS, self.METADATA, self.CONFIG, self.EVALUATION_CHOICE, "metrics_*.json",
+                    "eval_*.json")
+        for pattern in patterns:
+            for path in self.path.glob(pattern):
+                path.unlink()
+                removed.append(path.name)
+        return removed
 
     # ----- ownership -----
     @contextlib.contextmanager

@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, accelerator: Accelerator, task: TrainableTask) -> None:
+    def __init__(self, config: RunConfig, accelerator: Accelerator, task: TrainableTask, overwrite: bool = False
+                 ) -> None:
         self.config = config
+        self.overwrite = overwrite  # start over in a directory that holds an earlier run
         self.accelerator = accelerator
         self.task = task
         self.run = RunDir(config.output_dir)
@@ -199,11 +201,15 @@ class Trainer:
             yield
             return
         with self.run.lock():
+            if self.overwrite and not self.config.resume:
+                removed = self.run.clear_training_state()
+                if removed:
+                    self.accelerator.print(f"--overwrite: removed {', '.join(removed)} from {self.run.path}")
             if not self.config.resume and self.run.has_training_state():
                 raise RunDirError(
                     f"{self.run.path} already holds a training run (checkpoints/ or {RunDir.TRAIN_LOG}); pass "
-                    "--resume to continue it, or choose another --output-dir (keep-last-k pruning and --resume "
-                    "would otherwise mix the two runs)")
+                    "--resume to continue it, --overwrite to start over, or choose another --output-dir "
+                    "(keep-last-k pruning and --resume would otherwise mix the two runs)")
             yield
 
     def start(self) -> None:
