@@ -77,3 +77,7 @@ def test_a_run_directory_belongs_to_one_run(demo_data, tmp_path):
     run_train("retrieval", demo_data, out, "--max-steps", "1", "--overwrite")  # starting over is one flag
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
     assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1]
+    config_before = (out / "config.json").read_text()
+    with pytest.raises(SystemExit, match=r"--resume cannot change train\.lr: 0\.0005 -> 0\.001"):
+        run_train("retrieval", demo_data, out, "--max-steps", "2", "--resume", "train.lr=1e-3")
+    assert (out / "config.json").read_text() == config_before  # the run's record still says what it used

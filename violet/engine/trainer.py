@@ -34,6 +34,37 @@ from violet.models.pretrained import apply_pretrained_init
 logger = logging.getLogger(__name__)
 
 
+# Settings a resumed run cannot change: the restored optimizer, schedule, data order and model would silently keep
+# the old values while the run's config recorded the new ones.
+FIXED_ON_RESUME = ("model", "objective", "train.lr", "train.weight_decay", "train.warmup_ratio", "train.lr_schedule",
+                   "train.batch_size", "train.grad_accum", "train.seed", "data.num_frames", "data.train_augment",
+                   "data.crop_scale_min", "data.horizontal_flip", "data.streaming", "data.corpora")
+
+FREE_ON_RESUME = ("model.grad_checkpointing", "model.video_init", "model.text_init")  # no effect on what is restored
+
+
+def refuse_changed_settings(checkpoint: RunDir, config: RunConfig) -> None:
+    if not checkpoint.config_path.exists():
+        return  # a checkpoint written before steps carried their config: nothing to compare against
+    saved, wanted = flatten(checkpoint.load_config().to_dict()), flatten(config.to_dict())
+    changed = [f"{key}: {saved.get(key)!r} -> {wanted[key]!r}" for key in wanted
+               if key.startswith(FIXED_ON_RESUME) and key not in FREE_ON_RESUME and saved.get(key) != wanted[key]]
+    if changed:
+        raise RunDirError(f"--resume cannot change {'; '.join(changed)} (the checkpoint {checkpoint.path} restores "
+                          "the old optimizer, schedule, data order and model); resume without these overrides, or "
+                          "start a new run from it with --init RUN")
+
+
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 class Trainer:
     def __init__(self, config: RunConfig, accelerator: Accelerator, task: TrainableTask, overwrite: bool = False
                  ) -> None:
@@ -215,11 +246,11 @@ class Trainer:
     def start(self) -> None:
         """Record the config, resume if asked, open the trackers."""
         accelerator, config = self.accelerator, self.config
+        if config.resume:  # before the config is written: a refused resume must leave the run as it was
+            self.resume()
         if accelerator.is_main_process:
             self.run.save_config(config)
-            self.run.save_metadata(run_metadata(config, accelerator, step=0))
-        if config.resume:
-            self.resume()
+            self.run.save_metadata(run_metadata(config, accelerator, step=self.state.step))
         accelerator.init_trackers("tensorboard", config={"task": config.task, "model": config.model.preset})
         self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=config.task, dynamic_ncols=True,
                              disable=not accelerator.is_main_process)
@@ -230,6 +261,7 @@ class Trainer:
         if found is None:
             self.accelerator.print(f"--resume: no finished checkpoint in {self.run.checkpoints_dir}, starting at step 0")
             return
+        refuse_changed_settings(RunDir(found), self.config)
         self.train_log.rewind(self.state.step)
         self.accelerator.print(f"resumed from {found} at step {self.state.step}, epoch {self.state.epoch}, "
                                f"batch {self.state.batches_in_epoch}")
