@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from violet.data.datasets import collate_clips, make_collate, unique_videos
+from violet.data.collate import collate_clips, make_collate, unique_videos
 from violet.data.video import decode_clip, sample_frame_indices
 
 

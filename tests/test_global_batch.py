@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from conftest import SMOKE_MODEL
 
 from violet.config import RunConfig, apply_overrides, parse_dotted
-from violet.data.datasets import make_collate
+from violet.data.collate import make_collate
 from violet.data.text import load_tokenizer
 from violet.tasks.retrieval import RetrievalTask
 
@@ -33,8 +33,7 @@ def objective_gradients(data_dir: str, negatives: str, rank: int, world: int) ->
     per_rank = GLOBAL_BATCH // world
     samples = [dataset[index] for index in range(rank * per_rank, (rank + 1) * per_rank)]
     batch = make_collate(task.text_fields)(samples)
-    terms, _, _ = task.contrastive_and_matching(model, batch, generator=None)
-    loss = terms["vtc"] + terms["vtm"]
+    loss, _ = task.training_step(model, batch, generator=None)  # VTC + VTM, negatives from the shared generator
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     loss = loss.detach()

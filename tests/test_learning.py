@@ -13,7 +13,7 @@ import pytest
 import train
 from prepare.__main__ import main as prepare_main
 from prepare.worlds import make_world
-from violet.tasks.retrieval import _held_back
+from violet.tasks.ranking import held_back
 
 SEED = 11  # not one of the worlds used to choose defaults (1-3), nor a held-out benchmark world (1001-1003)
 STEPS = 150
@@ -53,4 +53,4 @@ def test_without_val_rerank_depth_is_chosen_on_train_rows_kept_out_of_training(t
     saved = json.loads((out / "config.json").read_text())
     assert saved["eval"]["rerank_k"] == choice["rerank_k"]  # evaluate.py reads the choice from the run's config
     videos = [json.loads(line)["video"] for line in (data / "annotations/captions_train.jsonl").read_text().splitlines()]
-    assert sum(_held_back(video) for video in videos) == choice["rows"]
+    assert sum(held_back(video) for video in videos) == choice["rows"]

@@ -15,12 +15,9 @@ from torch.utils.data import DataLoader
 
 from violet.config import DataConfig
 from violet.data.clip_store import ClipStoreWriter
-from violet.data.datasets import (
-    ClipDataset,
-    EpochShuffleSampler,
-    collate_clips,
-    steady_memory_worker_init,
-)
+from violet.data.collate import collate_clips
+from violet.data.datasets import ClipDataset
+from violet.data.sampling import EpochShuffleSampler, steady_memory_worker_init
 from violet.data.video import crop_box, decode_clip, decode_frames
 
 
@@ -179,7 +176,7 @@ def test_worker_batch_buffers_are_reused_only_after_the_main_process_drops_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The lease protocol, both sides in one process: a separate storage stands for the main process's mapping."""
-    import violet.data.datasets as loader_module
+    import violet.data.buffers as loader_module
 
     monkeypatch.setattr(loader_module, "_outstanding", [])
     monkeypatch.setattr(loader_module, "_lease_arrays", {})

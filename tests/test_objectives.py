@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
+import violet.objectives.matching as matching_module
+from violet.config import ObjectiveConfig
 from violet.objectives import (
-    mask_text_tokens, mlm_loss, mvm_loss, pixel_targets, random_patch_mask, sample_hard_negatives, vtc_loss,
-    vtm_loss,
+    contrastive_and_matching, mask_text_tokens, match_score, matching_negatives, mlm_loss, mvm_loss, pixel_targets,
+    random_patch_mask, sample_hard_negatives, video_keys, vtc_loss, vtm_loss,
 )
 
 
@@ -119,3 +121,149 @@ def test_mlm_and_mvm_losses():
     where = torch.tensor([[True, False, True, False]])
     assert mvm_loss(targets[where], targets, where, 1.0)["mvm"] == 0
     assert float(mvm_loss(targets[where] + 1, targets, where, 3.0)["mvm"]) == pytest.approx(3.0)
+
+
+def test_match_score_is_the_log_odds_of_a_match():
+    logits = torch.tensor([[1.0, 3.0], [2.0, -1.0]], dtype=torch.float16)
+    assert match_score(logits).tolist() == [2.0, -3.0] and match_score(logits).dtype == torch.float32
+
+
+def test_video_keys_are_equal_exactly_for_equal_videos():
+    keys = video_keys(["a.mp4", "b.mp4", "a.mp4"], torch.device("cpu"))
+    assert keys[0] == keys[2] and keys[0] != keys[1]
+    assert torch.equal(keys, video_keys(["a.mp4", "b.mp4", "a.mp4"], torch.device("cpu")))  # stable
+
+
+def encoded_rows(keys: list[int], offset: int = 0, length: int = 5) -> tuple[dict, dict, torch.Tensor, torch.Tensor]:
+    """Text and video encoder outputs whose token values are their row number (+ offset), so a selected negative
+    tells which row it came from."""
+    rows = len(keys)
+    ids = torch.arange(rows, dtype=torch.float).view(rows, 1, 1) + offset
+    generator = torch.Generator().manual_seed(rows + offset)
+    text = {"embed": torch.nn.functional.normalize(torch.randn(rows, 8, generator=generator), dim=-1),
+            "tokens": ids.expand(rows, length, 4).clone()}
+    video = {"embed": torch.nn.functional.normalize(torch.randn(rows, 8, generator=generator), dim=-1),
+             "tokens": ids.expand(rows, 3, 4).clone()}
+    return text, video, torch.ones(rows, length, dtype=torch.long), torch.tensor(keys)
+
+
+@pytest.mark.parametrize("pooling", ["global", "local"])
+@pytest.mark.parametrize("hard", [True, False])
+def test_matching_negatives_never_pick_a_positive_pair(pooling, hard):
+    keys = [0, 0, 1, 2, 2, 3]  # two clips with two captions each
+    text, video, mask, key = encoded_rows(keys)
+    for seed in range(20):
+        videos, texts, masks = matching_negatives(
+            text, video, mask, key, [len(keys)], pooling=pooling, hard=hard,
+            generator=torch.Generator().manual_seed(seed), text_length=7,
+        )
+        video_rows, text_rows = videos[:, 0, 0].long(), texts[:, 0, 0].long()
+        assert (key[video_rows] != key).all() and (key[text_rows] != key).all()
+        assert masks.shape == texts.shape[:2]
+
+
+def test_matching_negatives_draw_what_sample_hard_negatives_draws():
+    """One process: the pairs are sample_hard_negatives' draw on the batch similarity, from the same generator."""
+    text, video, mask, key = encoded_rows([0, 1, 2, 3, 4])
+    generator = torch.Generator().manual_seed(3)
+    videos, texts, _ = matching_negatives(text, video, mask, key, [5], pooling="global", hard=True,
+                                          generator=generator, text_length=5)
+    similarity = text["embed"] @ video["embed"].T
+    expected_v, expected_t = sample_hard_negatives(similarity, key[:, None] == key[None, :], True,
+                                                   torch.Generator().manual_seed(3))
+    assert videos[:, 0, 0].long().tolist() == expected_v.tolist()
+    assert texts[:, 0, 0].long().tolist() == expected_t.tolist()
+    assert not torch.equal(generator.get_state(), torch.Generator().manual_seed(3).get_state())  # consumed
+
+
+def pretend_second_of_two_ranks(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
+    """Global-batch gathers as rank 1 of 2 would see them: rank 0 holds the same rows with values + 100 (other
+    videos, other tokens)."""
+
+    def gather(tensor: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+        calls.append(tensor.shape)
+        return torch.cat([tensor + 100, tensor])
+
+    monkeypatch.setattr(matching_module, "gather_with_grad", gather)
+    monkeypatch.setattr(matching_module, "local_offset", lambda sizes: sizes[0])
+
+
+def test_local_pooling_picks_within_the_local_batch(monkeypatch):
+    calls = []
+    pretend_second_of_two_ranks(monkeypatch, calls)
+    text, video, mask, key = encoded_rows([0, 1, 2, 3])
+    for seed in range(20):
+        videos, texts, masks = matching_negatives(
+            text, video, mask, key, [4, 4], pooling="local", hard=False,
+            generator=torch.Generator().manual_seed(seed), text_length=9,
+        )
+        assert videos.max() < 4 and texts.max() < 4  # rows of this rank only
+        assert texts.shape == (4, 5, 4) and masks.shape == (4, 5)  # no padding for a gather that is not made
+    assert calls == []  # nothing crossed ranks
+
+
+def test_global_pooling_picks_across_ranks_and_keeps_this_ranks_rows(monkeypatch):
+    calls = []
+    pretend_second_of_two_ranks(monkeypatch, calls)
+    text, video, mask, key = encoded_rows([0, 1, 2, 3])
+    seen_other_rank = False
+    for seed in range(20):
+        videos, texts, masks = matching_negatives(
+            text, video, mask, key, [4, 4], pooling="global", hard=False,
+            generator=torch.Generator().manual_seed(seed), text_length=9,
+        )
+        assert videos.shape[0] == texts.shape[0] == 4  # one negative per row of this rank
+        video_rows, text_rows = videos[:, 0, 0].long(), texts[:, 0, 0].long()
+        # Global row ids: rank 0's rows are 100..103 (keys + 100), this rank's 0..3 (keys): never the same key.
+        assert (video_rows != torch.arange(4)).all() and (text_rows != torch.arange(4)).all()
+        seen_other_rank |= bool((video_rows >= 100).any() or (text_rows >= 100).any())
+        # Padded to text_length before the gather; this rank's padding is masked out.
+        assert texts.shape == (4, 9, 4) and masks.shape == (4, 9) and masks[text_rows < 100, 5:].eq(0).all()
+    assert seen_other_rank
+
+
+def test_matching_negatives_reject_an_unknown_pooling():
+    text, video, mask, key = encoded_rows([0, 1])
+    with pytest.raises(ValueError, match="global|local"):
+        matching_negatives(text, video, mask, key, [2], pooling="ranked", hard=True, generator=None, text_length=5)
+
+
+class FakeModel:
+    """The VideoLanguageModel modes contrastive_and_matching calls, recording them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, mode: str, **inputs) -> dict:
+        rows = len(inputs.get("frames", inputs.get("ids", inputs.get("text_tokens"))))
+        self.calls.append((mode, rows))
+        if mode == "fusion":
+            return {"vtm_logits": torch.zeros(rows, 2)}
+        embed = torch.nn.functional.normalize(torch.randn(rows, 8), dim=-1)
+        return {"embed": embed, "tokens": torch.randn(rows, 3, 8), "logit_scale": torch.tensor(10.0)}
+
+
+def caption_batch(videos: list[str]) -> dict:
+    rows = len(videos)
+    return {"frames": torch.zeros(rows, 2, 3, 4, 4), "text_ids": torch.ones(rows, 5, dtype=torch.long),
+            "text_mask": torch.ones(rows, 5, dtype=torch.long), "video": videos}
+
+
+def test_contrastive_and_matching_without_vtm_skips_the_fused_pass():
+    model = FakeModel()
+    terms, video, text = contrastive_and_matching(model, caption_batch(["a", "b", "a", "c"]), ObjectiveConfig(),
+                                                  torch.Generator(), matching=False, text_length=5)
+    assert [mode for mode, _ in model.calls] == ["video", "text"]
+    assert float(terms["vtm"]) == 0.0 and terms["vtc"] > 0 and "vtm_acc" not in terms
+    assert video["embed"].shape == text["embed"].shape == (4, 8)
+
+
+def test_contrastive_and_matching_fuses_positives_and_both_negatives_once():
+    model = FakeModel()
+    generator = torch.Generator().manual_seed(0)
+    objective = ObjectiveConfig(vtm_weight=0.5)
+    terms, _, _ = contrastive_and_matching(model, caption_batch(["a", "b", "a", "c"]), objective, generator,
+                                           matching=True, text_length=5)
+    assert model.calls == [("video", 4), ("text", 4), ("fusion", 12)]
+    assert float(terms["vtm"]) == pytest.approx(0.5 * math.log(2))  # zero logits: chance on every pair
+    assert not torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())  # drew negatives

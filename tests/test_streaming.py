@@ -17,7 +17,7 @@ from conftest import SMOKE_MODEL
 from test_clip_store import clip, meta
 
 from violet.data.clip_store import ClipStore, ClipStoreWriter
-from violet.data.datasets import collate_clips
+from violet.data.collate import collate_clips
 from violet.data.streaming import (
     StreamingClipDataset,
     StreamingLoader,

@@ -76,3 +76,36 @@ def test_text_init_from_a_local_bert_directory_is_applied_by_the_trainer(demo_da
     run("retrieval", demo_data, tmp_path / "run", "violet-tiny", "--max-steps", "1", "train.eval_every=0",
         f"model.text_init={tmp_path / 'bert'}")
     assert "text initialised from a bert checkpoint" in capsys.readouterr().out
+
+
+def test_caption_tasks_share_code_by_composition_not_inheritance(demo_data):
+    """Pretrain and retrieval hold the same pieces (matching objective, retrieval evaluation); no task subclasses
+    another, and the caption-task rules (VTM head, held-back train slice) hold for both."""
+    from violet.config import RunConfig, apply_overrides
+    from violet.data.text import load_tokenizer
+    from violet.tasks import TASKS
+    from violet.tasks.base import Task
+    from violet.tasks.ranking import HELDOUT, held_back
+
+    assert all(cls.__bases__ == (Task,) for cls in TASKS.values())
+    pretrain, retrieval = TASKS["pretrain"], TASKS["retrieval"]
+    assert pretrain.heads == ("vtc", "vtm", "mlm", "mvm") and retrieval.heads == ("vtc", "vtm")
+    assert pretrain.annotation_kind == retrieval.annotation_kind == "captions"
+    assert pretrain.supports_zero_shot and retrieval.supports_zero_shot
+    tokenizer = load_tokenizer("")
+    for cls in (pretrain, retrieval):
+        for weight in (0.0, 1.0):
+            config = RunConfig()
+            apply_overrides(config, {"objective": {"vtm_weight": weight}, "data": {"data_dir": str(demo_data)}})
+            task = cls(config, tokenizer)
+            assert ("vtm" in task.heads) == (weight > 0), (cls.name, weight)
+            assert task.text_fields({"caption": ["a dog runs"]})["text_ids"].shape[0] == 1
+            train = task.require_split("train")
+            assert len(task.train_rows()) == len(train)  # a val split exists: nothing held back
+            del task.splits["val"]
+            kept = task.train_rows()
+            if weight > 0:  # no val split: a slice of train is kept out to choose re-ranking on
+                assert len(kept) < len(train) and not any(held_back(video) for video in kept["video"])
+                assert len(kept) + len(task.retrieval.eval_rows(HELDOUT)) == len(train)
+            else:
+                assert len(kept) == len(train)

@@ -32,7 +32,8 @@ from accelerate import PartialState
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from violet.data.datasets import ClipDataset, steady_memory_worker_init
+from violet.data.datasets import ClipDataset
+from violet.data.sampling import steady_memory_worker_init
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 """Video-text contrastive loss over the global batch, with embeddings gathered across ranks keeping gradients."""
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 
@@ -39,3 +41,8 @@ def vtc_loss(
         loss_t2v = torch.sum(-targets * F.log_softmax(logits_t2v, dim=1), dim=1).mean()
         loss_v2t = torch.sum(-targets * F.log_softmax(logits_v2t, dim=1), dim=1).mean()
     return {"vtc": weight * (loss_t2v + loss_v2t) / 2, "temperature": (1.0 / scale).detach()}
+
+
+def video_keys(videos: list[str], device: torch.device) -> torch.Tensor:
+    """Stable integer ids of video paths (same on every rank), to mark captions of the same clip as positives."""
+    return torch.tensor([zlib.crc32(video.encode()) for video in videos], dtype=torch.long, device=device)

@@ -25,6 +25,12 @@ def sample_hard_negatives(
     return video_for_text, text_for_video
 
 
+def match_score(vtm_logits: torch.Tensor) -> torch.Tensor:
+    """Log-odds of "match" from the 2-way VTM head, the score used for re-ranking and option scoring."""
+    logits = vtm_logits.float()
+    return logits[:, 1] - logits[:, 0]
+
+
 def vtm_loss(
     fuse: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     text_tokens: torch.Tensor,

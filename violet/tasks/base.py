@@ -5,7 +5,6 @@ A task owns its annotation kind, the heads it needs, its datasets and collate, o
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,11 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
 from violet.config import RunConfig
-from violet.data.datasets import (
-    ClipDataset,
-    EpochShuffleSampler,
-    make_collate,
-    steady_memory_worker_init,
-)
+from violet.data.collate import make_collate
+from violet.data.datasets import ClipDataset
 from violet.data.layout import default_store_dir
 from violet.data.prepared import load_prepared
+from violet.data.sampling import EpochShuffleSampler, steady_memory_worker_init
 from violet.data.streaming import StreamingClipDataset, StreamingLoader
 from violet.distributed import gather_by_index
 from violet.models import VideoLanguageModel
@@ -147,8 +143,3 @@ class Task:
         test split), set them in the config the run saves, and return what was measured (None: nothing to
         choose)."""
         return None
-
-
-def video_keys(videos: list[str], device: torch.device) -> torch.Tensor:
-    """Stable integer ids of video paths (same on every rank), to mark captions of the same clip as positives."""
-    return torch.tensor([zlib.crc32(video.encode()) for video in videos], dtype=torch.long, device=device)

@@ -18,39 +18,48 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from accelerate import PartialState
+from accelerate import Accelerator, PartialState
 from torch.utils.data import DataLoader
 
-from violet.data.datasets import make_collate
+from violet.data.collate import make_collate
 from violet.data.layout import default_store_dir
-from violet.data.prepared import load_prepared
 from violet.data.mixture import (
     CorpusBatchSampler,
     CorpusMixture,
     CorpusSpec,
     parse_corpora,
 )
+from violet.data.prepared import load_prepared
 from violet.models import VideoLanguageModel
 from violet.objectives import (
     MVMTarget,
+    contrastive_and_matching,
     mask_text_tokens,
     mlm_loss,
     random_patch_mask,
     tube_mask,
 )
+from violet.tasks.base import Task
+from violet.tasks.ranking import RetrievalEvaluator, caption_fields, caption_heads
 from violet.tasks.registry import register
-from violet.tasks.retrieval import RetrievalTask
 
 
 @register("pretrain")
-class PretrainTask(RetrievalTask):
+class PretrainTask(Task):
+    annotation_kind = "captions"
     heads = ("vtc", "vtm", "mlm", "mvm")
+    supports_zero_shot = True
     # 25 epochs of a ~250-video set is ~175 steps: about 7 minutes for the tiny preset on 2 CPU cores.
     defaults: ClassVar[dict[str, Any]] = {"train": {"epochs": 25, "lr": 5e-4}}
 
     def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(config, tokenizer, **kwargs)
+        self.heads = caption_heads(self.heads, config.objective)
+        self.retrieval = RetrievalEvaluator(self)  # evaluation is zero-shot retrieval on the captions
         self.mvm_target = MVMTarget(config.objective, config.model)
+
+    def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return caption_fields(self.tokenizer, batch["caption"], self.config.model.max_text_len)
 
     def build_model(self) -> VideoLanguageModel:
         return VideoLanguageModel(self.config.model, len(self.tokenizer), self.heads,
@@ -88,6 +97,15 @@ class PretrainTask(RetrievalTask):
                           num_workers=workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0)
 
+    def train_rows(self) -> Any:
+        return self.retrieval.train_rows()
+
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+        return self.retrieval.evaluate(model, accelerator, split)
+
+    def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
+        return self.retrieval.tune(model, accelerator)
+
     def video_grid(self, frames: torch.Tensor) -> tuple[int, int]:
         """(time steps, tokens per step) of the video tokens the encoder produces for these frames."""
         model = self.config.model
@@ -100,10 +118,10 @@ class PretrainTask(RetrievalTask):
         total = steps * per_step
         if self.config.model.decoder_depth > 0:
             hidden = tube_mask(frames.shape[0], steps, per_step, objective.mvm_ratio, frames.device, generator)
-            terms, video, _ = self.contrastive_and_matching(model, batch, generator, video_mask=hidden)
+            terms, video = self.contrastive_terms(model, batch, video_mask=hidden)
             masked_video = video  # the visible tubes, already encoded once: the joint pass reuses them
         else:
-            terms, video, _ = self.contrastive_and_matching(model, batch, generator)
+            terms, video = self.contrastive_terms(model, batch)
             hidden = random_patch_mask(frames.shape[0], total, objective.mvm_ratio, frames.device, generator)
             masked_video = model("video", frames=frames, mvm_mask=hidden)
 
@@ -122,3 +140,13 @@ class PretrainTask(RetrievalTask):
         terms["video_tokens_encoded"] = torch.tensor(video["tokens"].shape[1] / total)
         loss = terms["vtc"] + terms["vtm"] + terms["mlm"] + terms["mvm"]
         return loss, terms
+
+    def contrastive_terms(
+        self, model: Any, batch: dict[str, Any], video_mask: torch.Tensor | None = None
+    ) -> tuple[dict, dict]:
+        """(VTC + VTM terms, the video pass); the negatives come from the rank-shared generator."""
+        terms, video, _ = contrastive_and_matching(
+            model, batch, self.config.objective, self.global_generator, matching="vtm" in self.heads,
+            text_length=self.config.model.max_text_len, video_mask=video_mask,
+        )
+        return terms, video

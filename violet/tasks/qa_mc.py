@@ -15,10 +15,9 @@ from accelerate import Accelerator
 
 from violet.data.text import tokenize
 from violet.metrics import accuracy
-from violet.objectives import vtc_loss
-from violet.tasks.base import Task, video_keys
+from violet.objectives import match_score, video_keys, vtc_loss
+from violet.tasks.base import Task
 from violet.tasks.registry import register
-from violet.tasks.retrieval import match_score
 
 
 @register("qa-mc")

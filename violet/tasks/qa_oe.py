@@ -16,8 +16,8 @@ from accelerate import Accelerator
 from violet.data.prepared import load_answer_vocab
 from violet.data.text import tokenize
 from violet.metrics import accuracy
-from violet.objectives import vtc_loss
-from violet.tasks.base import Task, video_keys
+from violet.objectives import video_keys, vtc_loss
+from violet.tasks.base import Task
 from violet.tasks.registry import register
 
 ANSWERS_FILE = "answers.json"

@@ -18,7 +18,7 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def get_task(name: str) -> type:
-    from violet import tasks  # noqa: F401  (importing the package registers every task)
+    import violet.tasks  # noqa: F401  (importing the package registers every task)
 
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")

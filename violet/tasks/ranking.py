@@ -1,0 +1,186 @@
+"""What the two caption tasks (pretrain, retrieval) share, as pieces they hold rather than inherit: caption text
+fields, the VTM head rule, the slice of train held back to tune re-ranking, and text-video retrieval evaluation
+(dual-encoder ranking, with the top-k re-ranked by the VTM head).
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import datasets
+import torch
+from accelerate import Accelerator
+
+from violet.config import ObjectiveConfig
+from violet.data.collate import make_collate, unique_videos
+from violet.data.text import tokenize
+from violet.distributed import gather_by_index, run_sharded
+from violet.metrics import retrieval_metrics
+from violet.objectives import match_score
+from violet.tasks.base import Task
+
+HELDOUT = "train-heldout"
+RERANK_CANDIDATES = (0, 4, 16, 64)
+RERANKED_OFFSET = 1e4  # above any cosine similarity: re-ranked items sort above the rest
+
+
+def caption_fields(tokenizer: Any, captions: list[str], max_len: int) -> dict[str, Any]:
+    """Text fields of a caption batch (runs in DataLoader workers)."""
+    tokens = tokenize(tokenizer, captions, max_len)
+    return {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"]}
+
+
+def caption_heads(heads: tuple[str, ...], objective: ObjectiveConfig) -> tuple[str, ...]:
+    """Heads of a caption task: without the VTM head when the matching loss is off (objective.vtm_weight=0).
+
+    Without the loss the fused pass would cost most of the step for nothing, and an untrained head must not
+    re-rank: evaluation is then dual-encoder only."""
+    if objective.vtm_weight == 0:
+        return tuple(head for head in heads if head != "vtm")
+    return heads
+
+
+def held_back(video: str) -> bool:
+    """About 1 in 10 videos, by a hash of the id (stable across runs and processes)."""
+    return zlib.crc32(video.encode()) % 10 == 0
+
+
+class RetrievalEvaluator:
+    """Zero-shot or fine-tuned retrieval evaluation of a caption task, and the data-driven choice of
+    eval.rerank_k. It reads the task's splits, loaders, tokenizer and config; VTM re-ranking is used only when
+    the task's model has the VTM head."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.config = task.config
+
+    @property
+    def matching(self) -> bool:
+        return "vtm" in self.task.heads
+
+    def train_rows(self) -> Any:
+        """The train split, less the held-back slice when there is no val split to tune re-ranking on."""
+        rows = self.task.require_split("train")
+        if self.task.has_split("val") or not self.matching:
+            return rows
+        return rows.filter(lambda video: not held_back(video), input_columns="video")
+
+    def eval_rows(self, split: str) -> Any:
+        """Rows of a split; "train-heldout" is the slice of train kept out of training to choose re-ranking
+        when the data has no val split."""
+        if split == HELDOUT:
+            return self.task.require_split("train").filter(held_back, input_columns="video")
+        return self.task.require_split(split)
+
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+        rows = self.eval_rows(split)
+        features = self.encode_split(model, accelerator, rows, split)
+        rerank_k = self.config.eval.rerank_k if self.matching else 0
+        return {**self.rank(model, accelerator, features, rerank_k), "rerank_k": rerank_k}
+
+    def tune(self, model: Any, accelerator: Accelerator) -> dict[str, Any]:
+        """Choose eval.rerank_k by data: t2v R@1 of each k on val (or the held-back slice of train); ties and
+        near-ties (within one query) go to the smaller k, so re-ranking is never worse than the dual encoder."""
+        if not self.matching:
+            self.config.eval.rerank_k = 0
+            return {"rerank_k": 0, "reason": "no VTM head (objective.vtm_weight=0): dual encoder only"}
+        split = "val" if self.task.has_split("val") else HELDOUT
+        rows = self.eval_rows(split)
+        features = self.encode_split(model, accelerator, rows, split)
+        candidates = [k for k in RERANK_CANDIDATES if k < len(unique_videos(rows)[0])]
+        measured = {k: self.rank(model, accelerator, features, k)["t2v_r1"] for k in candidates}
+        one_query = 100.0 / len(rows)
+        best = candidates[0]
+        for k in candidates[1:]:
+            if measured[k] > measured[best] + one_query / 2:
+                best = k
+        self.config.eval.rerank_k = best
+        return {"rerank_k": best, "split": split, "rows": len(rows), "t2v_r1_by_k": measured}
+
+    def encode_split(self, model: Any, accelerator: Accelerator, rows: Any, split: str) -> dict[str, Any]:
+        """Video tokens and embeddings of the split's distinct videos, caption tokens and embeddings."""
+        task = self.task
+        videos, text_to_video = unique_videos(rows)
+        batch_size = self.config.train.eval_batch_size
+        max_len = self.config.model.max_text_len
+
+        video_loader = accelerator.prepare(
+            task.loader(task.clip_dataset(videos, train=False, num_frames=task.eval_num_frames()), batch_size,
+                        False, make_collate(lambda batch: {}))
+        )
+        video_out = gather_by_index(
+            accelerator, video_loader,
+            lambda batch: {k: v for k, v in model("video", frames=batch["frames"]).items() if k != "logit_scale"},
+            len(videos), f"{split} videos",
+        )
+
+        def encode_texts(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            tokens = tokenize(task.tokenizer, batch["caption"], max_len, fixed_length=True)
+            ids, mask = tokens["input_ids"].to(accelerator.device), tokens["attention_mask"].to(accelerator.device)
+            out = model("text", ids=ids, mask=mask)
+            return {"embed": out["embed"], "tokens": out["tokens"], "mask": mask}
+
+        text_loader = accelerator.prepare(task.loader(_CaptionRows(rows), batch_size, False, _collate_captions))
+        text_out = gather_by_index(accelerator, text_loader, encode_texts, len(rows), f"{split} captions")
+        return {"video": video_out, "text": text_out, "text_to_video": text_to_video}
+
+    def rank(self, model: Any, accelerator: Accelerator, features: dict[str, Any], rerank_k: int) -> dict[str, Any]:
+        """Retrieval metrics of dual-encoder ranking, with the top-k per query re-ranked by VTM when k != 0."""
+        video_out, text_out = features["video"], features["text"]
+        similarity = text_out["embed"].float() @ video_out["embed"].float().T  # (texts, videos)
+        t2v_scores, v2t_scores = similarity.clone(), similarity.T.clone()
+        if rerank_k != 0:
+            k_videos = similarity.shape[1] if rerank_k < 0 else min(rerank_k, similarity.shape[1])
+            k_texts = similarity.shape[0] if rerank_k < 0 else min(rerank_k, similarity.shape[0])
+            t2v_top = similarity.topk(k_videos, dim=1).indices
+            v2t_top = similarity.T.topk(k_texts, dim=1).indices
+            pairs = sorted(
+                {(t, int(v)) for t in range(similarity.shape[0]) for v in t2v_top[t]}
+                | {(int(t), v) for v in range(similarity.shape[1]) for t in v2t_top[v]}
+            )
+            matched = self.match_pairs(model, accelerator, features, pairs)
+            # Re-ranked items go above the rest, ordered by their VTM score; the rest keep dual-encoder order.
+            for t in range(similarity.shape[0]):
+                for v in t2v_top[t].tolist():
+                    t2v_scores[t, v] = RERANKED_OFFSET + matched[(t, v)]
+            for v in range(similarity.shape[1]):
+                for t in v2t_top[v].tolist():
+                    v2t_scores[v, t] = RERANKED_OFFSET + matched[(t, v)]
+        return retrieval_metrics(t2v_scores, features["text_to_video"], v2t_scores)
+
+    def match_pairs(
+        self, model: Any, accelerator: Accelerator, features: dict[str, Any], pairs: list[tuple[int, int]]
+    ) -> dict[tuple[int, int], float]:
+        """VTM match score of each (text, video) pair of encoded features, computed sharded across processes."""
+        video_out, text_out = features["video"], features["text"]
+
+        def score_pairs(chunk: list[tuple[int, int]]) -> torch.Tensor:
+            text_idx = torch.tensor([t for t, _ in chunk])
+            video_idx = torch.tensor([v for _, v in chunk])
+            out = model(
+                "fusion",
+                text_tokens=text_out["tokens"][text_idx].to(accelerator.device),
+                text_mask=text_out["mask"][text_idx].to(accelerator.device),
+                video_tokens=video_out["tokens"][video_idx].to(accelerator.device),
+            )
+            return match_score(out["vtm_logits"])
+
+        pair_scores = run_sharded(accelerator, pairs, self.config.train.eval_batch_size, score_pairs)
+        return {pair: float(score) for pair, score in zip(pairs, pair_scores)}
+
+
+class _CaptionRows(torch.utils.data.Dataset):
+    """Captions only (no frames), for encoding the text side of a retrieval evaluation."""
+
+    def __init__(self, rows: datasets.Dataset) -> None:
+        self.captions = rows["caption"]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"index": index, "caption": self.captions[index]}
+
+
+def _collate_captions(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"index": torch.tensor([s["index"] for s in samples]), "caption": [s["caption"] for s in samples]}
