@@ -81,3 +81,18 @@ def test_a_run_directory_belongs_to_one_run(demo_data, tmp_path):
     with pytest.raises(SystemExit, match=r"--resume cannot change train\.lr: 0\.0005 -> 0\.001"):
         run_train("retrieval", demo_data, out, "--max-steps", "2", "--resume", "train.lr=1e-3")
     assert (out / "config.json").read_text() == config_before  # the run's record still says what it used
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_only_finite_checkpoints(demo_data, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "diverged"
+    with pytest.raises(FloatingPointError, match="non-finite.*lower train.lr"):
+        run_train("retrieval", demo_data, out, "--max-steps", "8", "train.save_every=1", "train.lr=1e6",
+                  "train.grad_clip=0", "objective.vtm_weight=1", "train.keep_checkpoints=8")
+    saved = sorted((out / "checkpoints").glob("step_*"))
+    for step in saved:
+        for name, tensor in load_file(str(step / "model.safetensors")).items():
+            assert torch.isfinite(tensor).all(), (step.name, name)
+    assert not (out / "model.safetensors").exists()  # nothing exported from a diverged run

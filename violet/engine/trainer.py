@@ -183,6 +183,11 @@ class Trainer:
                 # train.grad_clip <= 0 means "do not clip": a max norm of 0 would scale every gradient to zero.
                 max_norm = self.config.train.grad_clip if self.config.train.grad_clip > 0 else float("inf")
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+                if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                    raise FloatingPointError(
+                        f"non-finite gradient norm at step {self.state.step + 1} (loss {loss.item():.4g}, "
+                        f"{ {k: round(float(v), 4) for k, v in logs.items()} }); stopped before the optimizer step, "
+                        "so the last checkpoint is intact; lower train.lr or check the data")
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -220,7 +225,7 @@ class Trainer:
                 if self.config.train.eval_every and self.state.step % self.config.train.eval_every == 0:
                     self.evaluate_and_log("val")
                 if self.checkpointer.due(self.state.step):
-                    self.checkpointer.save(self.state.step)
+                    self.save_checkpoint()
                 if self.state.step >= self.total_steps:
                     break
             return self.finish()
@@ -307,7 +312,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Last checkpoint, evaluation choices, export (weights, config, tokenizer, task files), final val metrics."""
         self.progress.close()
-        checkpoint = self.checkpointer.save(self.state.step)
+        checkpoint = self.save_checkpoint()
         self.tune_evaluation()
         self.checkpointer.export(self.model, checkpoint)
         if self.accelerator.is_main_process:
@@ -318,6 +323,17 @@ class Trainer:
                                                 samples_seen=self.state.samples_seen))
         self.accelerator.end_training()
         return metrics
+
+    def save_checkpoint(self) -> Path:
+        """Save only finite weights: a diverged model must never look like a good checkpoint to --resume."""
+        bad = torch.tensor([sum(int(not torch.isfinite(p.detach()).all()) for p in self.model.parameters())],
+                           device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if int(bad):
+            raise FloatingPointError(f"{int(bad)} parameter tensors became non-finite by step {self.state.step}; "
+                                     "not saving them (the previous checkpoint is intact); lower train.lr")
+        return self.checkpointer.save(self.state.step)
 
     def write_run_files(self, directory: Path) -> None:
         """Config, tokenizer and task files (e.g. the answer vocabulary): what makes a directory loadable."""

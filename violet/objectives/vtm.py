@@ -16,6 +16,11 @@ def sample_hard_negatives(
     Hard negatives are drawn with probability softmax(similarity) over non-positives; otherwise uniformly.
     Rows with no valid negative (a batch of one clip) fall back to a uniform draw over the batch.
     """
+    if not torch.isfinite(similarity).all():
+        # A diverged model (e.g. too high a learning rate): say so here, where it shows first, rather than let
+        # multinomial fail on NaN probabilities with a message about probability tensors.
+        raise FloatingPointError("non-finite video-text similarities while drawing VTM negatives: the model has "
+                                 "diverged; lower train.lr (the last checkpoint is intact)")
     weights = torch.softmax(similarity.float(), dim=1) if hard else torch.ones_like(similarity, dtype=torch.float)
     weights = weights.masked_fill(same_video, 0.0) + 1e-12  # epsilon keeps multinomial valid for degenerate rows
     video_for_text = torch.multinomial(weights, 1, generator=generator).squeeze(1)
