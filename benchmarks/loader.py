@@ -42,15 +42,12 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from prepare.annotations import load_prepared
-from prepare.decode import uniform_frame_indices
+from violet.data.decode import uniform_frame_indices
 from violet.data.layout import default_store_dir, videos_dir
 from violet.data.clip_store import ClipStore
-from violet.data.datasets import (
-    ClipDataset,
-    collate_clips,
-    steady_memory_worker_init,
-    unique_videos,
-)
+from violet.data.collate import collate_clips, unique_videos
+from violet.data.datasets import ClipDataset
+from violet.data.sampling import steady_memory_worker_init
 from violet.data.video import crop_box, decode_frames, sample_frame_indices
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from prepare.decode import (  # noqa: F401 - _decode_with_* and output_size are re-exported for tests and callers
+from violet.data.decode import (  # noqa: F401 - _decode_with_* and output_size are re-exported for tests and callers
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     Span,

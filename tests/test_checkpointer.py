@@ -34,10 +34,9 @@ def training(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     model, optimizer = accelerator.prepare(model, optimizer)
     counter = Counter()
-    accelerator.register_for_checkpointing(counter)
-    run = RunDir(tmp_path / "run")
-    yield accelerator, model, optimizer, counter, Checkpointer(accelerator, run, every=1, keep=2)
-    accelerator._custom_objects.clear()
+    checkpointer = Checkpointer(accelerator, RunDir(tmp_path / "run"), every=1, keep=2)
+    checkpointer.track("counter", counter)
+    return accelerator, model, optimizer, counter, checkpointer
 
 
 def train_one_step(model, optimizer, counter):
@@ -140,3 +139,39 @@ def test_export_is_readable_by_the_team(training, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a rewritten checkpoint file could carry."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_file_of_a_checkpoint_is_unpickled(training, tmp_path):
+    import pickle
+
+    accelerator, model, optimizer, counter, checkpointer = training
+    train_one_step(model, optimizer, counter)
+    path = checkpointer.save(counter.step)
+    marker = tmp_path / "payload_ran"
+    files = [p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST]
+    assert {"trainer_state.json", "trainer_state.safetensors"} <= {p.name for p in files}
+    assert not [p.name for p in files if p.name.startswith("custom_checkpoint")]  # nothing left for torch.save
+    for target in files:  # one planted file at a time, the manifest rewritten to match (a careful attacker)
+        original = target.read_bytes()
+        target.write_bytes(pickle.dumps(Payload(marker)))
+        from violet.engine.checkpointer import write_manifest
+
+        write_manifest(path, counter.step)
+        try:
+            checkpointer.resume()
+        except Exception:
+            pass  # refusing the file is fine; running it is not
+        assert not marker.exists(), f"a payload in {target.name} was executed"
+        target.write_bytes(original)
+    write_manifest(path, counter.step)
+    assert checkpointer.resume() == path  # and the intact checkpoint still resumes

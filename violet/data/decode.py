@@ -1,7 +1,9 @@
 """Decode one video (decord, PyAV when decord cannot), image or segment into resized JPEG frames.
 
-Runs inside prepare.extract's worker processes. Every clip either comes out as frames that really are
-distinct positions of the source, upright (phone videos' display rotation applied, as decord does) and
+Two callers decode with exactly this code, so that their pixels agree: prepare.extract's worker processes, which
+fill the clip store, and violet.api, which embeds raw files with a trained model (JPEG round trip included, at the
+store's quality, because that is what the model saw in training). Every clip either comes out as frames that
+really are distinct positions of the source, upright (phone videos' display rotation applied, as decord does) and
 resized to the store's short side, or raises VideoDecodeError with a one-line reason for failed.jsonl.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -19,6 +22,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".gif", ".mkv", ".mov", ".m4v"})  # as prepare.extract finds
+# What `python -m prepare` stores when not told otherwise (its --frames, --short-side and --quality defaults):
+# runs trained before run.json recorded the store's settings are decoded with these (tests/test_api.py checks them).
+PREPARE_DEFAULTS = {"frames_per_video": 16, "short_side": 256, "jpeg_quality": 90}
 # A source frame above this many pixels is refused before decoding: 16 frames of it would need gigabytes.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 # A file whose decodable frames fall short of what its stream declares by more than this
@@ -310,3 +317,60 @@ def _encode(clip: _DecodedClip, quality: int) -> tuple[list[bytes], dict[str, An
             "duration": round(clip.duration, 6), "frame_times": clip.frame_times, "decoder": clip.decoder,
             "src_width": clip.src_width, "src_height": clip.src_height, "decode_errors": clip.decode_errors}
     return jpegs, meta
+
+
+def extract_array(video: Any, frames: int, short_side: int, quality: int) -> tuple[list[bytes], dict[str, Any]]:
+    """`extract_video` for decoded frames, uint8 (T, H, W, 3) RGB: the same uniform positions, resize and JPEG."""
+    from PIL import Image
+
+    count = int(video.shape[0])
+    if count < 1:
+        raise VideoDecodeError("no frames (the array's first dimension is 0)")
+    positions = uniform_frame_indices(count, frames)
+    clip = _DecodedClip(
+        images=[_resize(Image.fromarray(video[p]), short_side) for p in positions],
+        frame_times=[float(p) for p in positions], src_frames=count, src_fps=0.0, duration=0.0,
+        src_width=int(video.shape[2]), src_height=int(video.shape[1]), decoder="array")
+    return _encode(clip, quality)
+
+
+def video_duration(path: str) -> float | None:
+    """Seconds of the first video stream from the container header (no decoding); 0 for an image, None if unknown."""
+    import av
+
+    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+        return 0.0
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
+    except av.error.FFmpegError:
+        return None  # the decoders report the precise reason
+
+
+def window_spans(duration: float | None, length: float, stride: float) -> list[Span | None]:
+    """(start, end) seconds of the windows cut from a video: one of `length` s every `stride` s, and a last one
+    ending at the end so the tail is never dropped. [None] (one clip over the whole video, what prepare stores)
+    when the video is no longer than one window or its length is unknown."""
+    if length <= 0 or stride <= 0:
+        raise ValueError(f"window length and stride must be > 0 seconds, got {length} and {stride}")
+    if not duration or duration <= length:
+        return [None]
+    starts, start = [], 0.0
+    while start + length < duration:
+        starts.append(start)
+        start += stride
+    starts.append(duration - length)
+    return [(round(begin, 6), round(begin + length, 6)) for begin in starts]
+
+
+def frame_windows(count: int, fps: float, length: float, stride: float) -> list[tuple[int, int]]:
+    """`window_spans` for decoded frames at `fps`: (first, end) frame positions of each window."""
+    spans = window_spans(count / fps, length, stride)
+    if spans == [None]:
+        return [(0, count)]
+    return [(math.floor(begin * fps + 1e-6), min(count, math.ceil(end * fps - 1e-6))) for begin, end in spans]

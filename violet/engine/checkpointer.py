@@ -19,11 +19,12 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from violet.engine.rundir import RunDir, write_text
+from violet.engine.state import load_states, save_states
 from violet.engine.weights import export_weights
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def file_digest(path: Path) -> str:
 def write_manifest(directory: Path, step: int) -> None:
     """Fsync every file and record its size and hash; the manifest itself is the completion marker."""
     files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
         files[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
@@ -88,10 +89,15 @@ class Checkpointer:
         files); it runs on the main process before the manifest, so those files are verified too."""
         self.accelerator = accelerator
         self.describe = describe
+        self.tracked: dict[str, Any] = {}
         self.run = run
         self.every = every
         self.keep = keep
         self.last_saved: Path | None = None
+
+    def track(self, name: str, obj: Any) -> None:
+        """Save and restore `obj` (state_dict / load_state_dict) with every checkpoint, next to model and optimizer."""
+        self.tracked[name] = obj
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
@@ -118,6 +124,8 @@ class Checkpointer:
         accelerator.wait_for_everyone()
         try:
             accelerator.save_state(str(partial))
+            accelerator.wait_for_everyone()
+            save_states(self.tracked, partial, write=accelerator.is_main_process)
         except OSError as error:
             raise OSError(f"saving the checkpoint of step {step} into {partial} failed ({error}); the previous "
                           f"checkpoints in {self.run.checkpoints_dir} are untouched") from error
@@ -148,6 +156,7 @@ class Checkpointer:
             if problem is None:
                 try:
                     self.accelerator.load_state(str(path))
+                    load_states(self.tracked, path)
                 except Exception as error:  # a file the manifest cannot vouch for (legacy) or a version mismatch
                     problem = f"loading {path} failed: {type(error).__name__}: {error}"
             if problem is None:

@@ -1,15 +1,19 @@
 """Training state that is not model or optimizer: the Trainer's counters and its random generators.
 
-Each object has `state_dict` / `load_state_dict`, so Accelerate saves it with every checkpoint and a resumed run
-continues from the same counters and draws the same random numbers.
+Each object has `state_dict` / `load_state_dict`; the Checkpointer saves them with every checkpoint (as JSON and
+safetensors, below) so a resumed run continues from the same counters and draws the same random numbers.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +40,7 @@ class TrainerState:
 class GeneratorState:
     """Checkpointable generator that draws masks and hard negatives, one stream per rank.
 
-    Accelerate writes custom state from the main process only, so every rank's state is gathered into the
-    file; a resume on a different number of processes reseeds from (seed, step, rank) instead.
+    Only the main process writes state files, so every rank's state is gathered into the file; a resume on a different number of processes reseeds from (seed, step, rank) instead.
     """
 
     def __init__(self, generator: torch.Generator, seed: int, trainer_state: TrainerState) -> None:
@@ -77,3 +80,51 @@ class SharedGeneratorState:
         self.generator.set_state(state["state"])
 
 
+
+
+# ----- on disk, without pickle -----
+# Accelerate saves registered objects with torch.save and loads them with weights_only=False, which runs any code a
+# rewritten file carries. The Trainer's own state is therefore written here instead: tensors (generator states) to
+# safetensors, everything else to JSON; nothing read back can execute.
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "trainer_state.safetensors"
+
+
+def _split(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, dict):
+        return {name: _split(item, f"{key}.{name}", tensors) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split(item, f"{key}.{index}", tensors) for index, item in enumerate(value)]
+    return value
+
+
+def _join(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict) and set(value) == {"__tensor__"}:
+        return tensors[value["__tensor__"]]
+    if isinstance(value, dict):
+        return {name: _join(item, tensors) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_join(item, tensors) for item in value]
+    return value
+
+
+def save_states(objects: dict[str, Any], directory: Path, write: bool) -> None:
+    """Every rank calls this (state_dict may gather across ranks); only the writer writes."""
+    tensors: dict[str, torch.Tensor] = {}
+    described = {name: _split(obj.state_dict(), name, tensors) for name, obj in objects.items()}
+    if write:
+        save_file(tensors, str(directory / STATE_TENSORS))
+        (directory / STATE_JSON).write_text(json.dumps(described, indent=1) + "\n")
+
+
+def load_states(objects: dict[str, Any], directory: Path) -> None:
+    described = json.loads((directory / STATE_JSON).read_text())
+    tensors = load_file(str(directory / STATE_TENSORS))
+    missing = sorted(set(objects) - set(described))
+    if missing:
+        raise KeyError(f"{directory / STATE_JSON} has no state for {', '.join(missing)}")
+    for name, obj in objects.items():
+        obj.load_state_dict(_join(described[name], tensors))

@@ -116,15 +116,15 @@ class Trainer:
             self.accelerator.print(f"{part} initialised from a {report.get('format')} checkpoint ({counts})")
 
     def register_state(self) -> None:
-        """Everything a resume must restore besides model, optimizer and scheduler (the order is the file order)."""
+        """Everything a resume must restore besides model, optimizer and scheduler."""
         accelerator, seed = self.accelerator, self.config.train.seed
         self.generator = torch.Generator(device=accelerator.device)
         self.generator.manual_seed(seed + accelerator.process_index)
-        accelerator.register_for_checkpointing(self.state)
-        accelerator.register_for_checkpointing(GeneratorState(self.generator, seed, self.state))
-        accelerator.register_for_checkpointing(SharedGeneratorState(self.task.global_generator))
+        self.checkpointer.track("trainer", self.state)
+        self.checkpointer.track("generator", GeneratorState(self.generator, seed, self.state))
+        self.checkpointer.track("global_generator", SharedGeneratorState(self.task.global_generator))
         if self.streaming:
-            accelerator.register_for_checkpointing(self.train_dataset)
+            self.checkpointer.track("data_position", self.train_dataset)
 
     @property
     def global_batch(self) -> int:
