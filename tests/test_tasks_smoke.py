@@ -35,6 +35,11 @@ def test_pretrain_outputs(pretrained):
     assert {"train/mlm", "train/mvm", "train/vtm", "train/vtc", "train/lr", "train/grad_norm",
             "perf/clips_per_s", "perf/data_wait_fraction"} <= set(log[0])
     assert json.loads((pretrained / "config.json").read_text())["task"] == "pretrain"
+    metadata = json.loads((pretrained / "run.json").read_text())  # the run describes itself
+    assert metadata["step"] == 4 and metadata["finished"] and len(metadata["run_id"]) == 12
+    assert metadata["data"]["clip_store"]["frames_per_video"] >= 1 and metadata["packages"]["torch"]
+    card = (pretrained / "README.md").read_text()
+    assert card.startswith("# pretrain") and "violet.load" in card and "t2v_r1" in card
 
 
 def test_zero_shot_retrieval_and_qa_mc(pretrained, demo_data, tmp_path):

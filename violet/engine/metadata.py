@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -44,10 +45,18 @@ def data_description(data_dir: str) -> dict[str, Any]:
     return described
 
 
-def run_metadata(config: RunConfig, accelerator: Accelerator, step: int, metrics: dict | None = None,
+def config_hash(config: RunConfig) -> str:
+    """A short hash of the settings that decide what is learned (not where the run is written)."""
+    settings = config.to_dict()
+    for key in ("output_dir", "resume"):
+        settings.pop(key, None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_metadata(config: RunConfig, accelerator: Accelerator, step: int, run_id: str, metrics: dict | None = None,
                  samples_seen: int = 0) -> dict[str, Any]:
     return {
-        "task": config.task, "model": config.model.preset, "step": step, "samples_seen": samples_seen,
+        "run_id": run_id, "config_sha256": config_hash(config), "task": config.task, "model": config.model.preset, "step": step, "samples_seen": samples_seen,
         "finished": metrics is not None, "metrics_val": metrics or {},
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "processes": accelerator.num_processes, "backend": accelerator.distributed_type.name.lower(),

@@ -3,7 +3,8 @@
     OUT/config.json              the resolved config the run trained with
     OUT/model.safetensors        final weights (fp32, loadable without DeepSpeed)
     OUT/tokenizer/               the tokenizer the run used
-    OUT/run.json                 metadata: versions, processes, step, data, when
+    OUT/run.json                 metadata: run id, config hash, versions, processes, step, data, when
+    OUT/README.md                a model card: task, data, metrics, how to load
     OUT/checkpoints/step_N/      resumable state (see checkpointer.py)
     OUT/train_log.jsonl          the logged scalars, one JSON object per logged step
     OUT/evaluation_choice.json   evaluation settings the run measured on held-out data (e.g. re-ranking depth)
@@ -40,6 +41,7 @@ class RunDir:
     TRAIN_LOG = "train_log.jsonl"
     EVALUATION_CHOICE = "evaluation_choice.json"
     LOCK = ".lock"
+    MODEL_CARD = "README.md"
     TENSORBOARD = "tensorboard"  # Accelerate's tracker directory under the project dir
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -64,6 +66,10 @@ class RunDir:
     @property
     def metadata_path(self) -> Path:
         return self.path / self.METADATA
+
+    @property
+    def model_card_path(self) -> Path:
+        return self.path / self.MODEL_CARD
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -131,7 +137,8 @@ class RunDir:
             if (self.path / name).is_dir():
                 shutil.rmtree(self.path / name)
                 removed.append(name + "/")
-        patterns = (self.TRAIN_LOG, self.WEIGHTS, self.METADATA, self.CONFIG, self.EVALUATION_CHOICE, "metrics_*.json",
+        patterns = (self.TRAIN_LOG, self.WEIGHTS, self.METADATA, self.CONFIG, self.EVALUATION_CHOICE, self.MODEL_CARD,
+                    "metrics_*.json",
                     "eval_*.json")
         for pattern in patterns:
             for path in self.path.glob(pattern):

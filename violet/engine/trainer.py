@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from tqdm.auto import tqdm
 from violet.config import RunConfig
 from violet.engine.checkpointer import Checkpointer
 from violet.engine.metadata import run_metadata, throughput_logs
+from violet.engine.model_card import model_card
 from violet.engine.optim import build_optimizer, build_scheduler
 from violet.engine.protocol import TrainableTask
-from violet.engine.rundir import RunDir, RunDirError
+from violet.engine.rundir import RunDir, RunDirError, write_text
 from violet.engine.state import GeneratorState, SharedGeneratorState, TrainerState
 from violet.engine.train_log import TrainLog
 from violet.engine.weights import load_weights
@@ -255,7 +257,10 @@ class Trainer:
             self.resume()
         if accelerator.is_main_process:
             self.run.save_config(config)
-            self.run.save_metadata(run_metadata(config, accelerator, step=self.state.step))
+            # A resumed run keeps its id; a fresh one (or --overwrite) gets a new one.
+            self.run_id = self.run.metadata().get("run_id") if config.resume else None
+            self.run_id = self.run_id or uuid.uuid4().hex[:12]
+            self.run.save_metadata(run_metadata(config, accelerator, step=self.state.step, run_id=self.run_id))
         accelerator.init_trackers("tensorboard", config={"task": config.task, "model": config.model.preset})
         self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=config.task, dynamic_ncols=True,
                              disable=not accelerator.is_main_process)
@@ -319,8 +324,11 @@ class Trainer:
             self.write_run_files(self.run.path)
         metrics = self.evaluate_and_log("val")
         if self.accelerator.is_main_process:
-            self.run.save_metadata(run_metadata(self.config, self.accelerator, step=self.state.step, metrics=metrics,
-                                                samples_seen=self.state.samples_seen))
+            metadata = run_metadata(self.config, self.accelerator, step=self.state.step, run_id=self.run_id,
+                                    metrics=metrics, samples_seen=self.state.samples_seen)
+            self.run.save_metadata(metadata)
+            parameters = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters())
+            write_text(self.run.model_card_path, model_card(self.config, metadata, parameters))
         self.accelerator.end_training()
         return metrics
 
