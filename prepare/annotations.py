@@ -1,7 +1,8 @@
 """Validate user annotations and convert them to Hugging Face datasets.
 
 ``python -m prepare.annotations DATA`` reads ``DATA/annotations/{kind}_{split}.jsonl``
-for every kind/split that exists, drops rows that are malformed or whose video
+for every kind/split that exists, drops rows that are malformed (not UTF-8, not JSON,
+nested too deeply, a lone surrogate, a missing or mistyped field) or whose video
 is not in the clip store (reporting each with ``path:line: reason``), builds the
 open-ended answer vocabulary from the train split, and writes one
 ``datasets.DatasetDict`` per kind to ``DATA/hf/{kind}`` plus ``summary.json``.
@@ -24,6 +25,7 @@ from typing import Any
 import datasets
 
 from prepare.atomic import remove_leftovers, replace_dir_atomically, write_json_atomically
+from prepare.convert.rows import RowError, parse_json
 from violet.data.prepared import load_answer_vocab, load_prepared  # noqa: F401 - readers live there, re-exported
 from violet.data.layout import (
     ANNOTATION_SUFFIX,
@@ -140,8 +142,8 @@ def find_segments(data_dir: PathLike) -> dict[str, tuple[str, tuple[float, float
                 for raw_line in annotation_file:
                     if b'"start"' not in raw_line and b'"end"' not in raw_line:
                         continue  # most rows: no JSON parsing needed
-                    try:
-                        row = json.loads(raw_line.decode("utf-8").strip().removeprefix("\ufeff"))
+                    try:  # parse_json: a row nested too deeply raises RowError here, not RecursionError
+                        row = parse_json(raw_line.decode("utf-8").strip().removeprefix("\ufeff"))
                         span = _parse_segment(row) if isinstance(row, dict) else None
                         if span is not None:
                             video = _require_video(row)
@@ -262,10 +264,10 @@ def read_annotation_file(path: Path, kind: str, split: str, video_ids: Container
                     raise InvalidRow(f"not valid UTF-8 ({error.reason} at byte {error.start})") from None
                 if line_number == 1:
                     text = text.removeprefix("\ufeff")  # editors on Windows add a BOM
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise InvalidRow(f"invalid JSON: {error.msg} at column {error.colno}") from None
+                try:  # also refuses nesting too deep to parse and lone surrogates, which Arrow cannot write
+                    row = parse_json(text)
+                except RowError as error:
+                    raise InvalidRow(f"{error} at column {error.column}" if error.column else str(error)) from None
                 if not isinstance(row, dict):
                     raise InvalidRow(f"expected a JSON object, got {_json_type(row)}")
                 record = parse_row(row)

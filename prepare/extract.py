@@ -3,7 +3,7 @@
     python -m prepare.extract DATA [--frames 16] [--short-side 256] [--quality 90] [--workers N]
                                    [--timeout 900] [--max-pixels N] [--strict] [--store DIR]
 
-Decoding itself is in prepare/decode.py. A resumed run skips stored clips whose source file kept its size and
+Decoding itself is in violet/data/decode.py. A resumed run skips stored clips whose source file kept its size and
 modification time, and extracts again those whose file was replaced.
 
 Decoding runs in a "spawn" process pool: decord must never be opened in the parent (it
@@ -270,6 +270,8 @@ def extract(data_dir: PathLike, *, frames: int = 16, short_side: int = 256, qual
                     store, len(todo), changed)
         stderr_log = store / DECODER_LOG_FILENAME
         stderr_log.write_bytes(b"")  # messages of this run only, like failed.jsonl
+        # Applies to images as to videos (extract_video checks both); passed only when set, so decode functions
+        # without the option keep working.
         options = {"max_pixels": max_pixels} if max_pixels != DEFAULT_MAX_PIXELS else {}
         results = _decode_all(todo, frames=frames, short_side=short_side, quality=quality, workers=workers,
                               timeout_s=timeout_s, stderr_log=stderr_log, options=options)
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=_int_between(1), default=DEFAULT_TIMEOUT_S,
                         help=f"seconds one video may take before its decoder is killed (default {DEFAULT_TIMEOUT_S})")
     parser.add_argument("--max-pixels", type=_int_between(1), default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse videos with more pixels per frame (default {DEFAULT_MAX_PIXELS})")
+                        help=f"refuse videos and images with more pixels per frame (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
     parser.add_argument("--store", type=Path, default=None, help="clip store directory (default DATA/clip_store)")
     return parser

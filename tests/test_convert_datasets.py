@@ -78,7 +78,7 @@ def test_msrvtt_retrieval_9k_and_1k_a(msrvtt, tmp_path: Path) -> None:
     assert written(data) == {"captions_train", "captions_test"}
     assert summary["skipped"] == {"malformed": 1, "no_captions": 1, "missing_video": 1}
     assert summary["skipped_examples"]["missing_video"][0].startswith("msrvtt_data/MSRVTT_JSFUSION_test.csv:3: ")
-    assert summary["skipped_examples"]["malformed"][0].startswith("msrvtt_data/MSRVTT_data.json[sentences 5]")
+    assert summary["skipped_examples"]["malformed"][0].startswith("msrvtt_data/MSRVTT_data.json:1 [sentences 5]: ")
     link = data / "videos" / "TrainValVideo" / "video0.mp4"
     assert link.is_symlink() and Path(os.readlink(link)) == (videos / "TrainValVideo" / "video0.mp4").resolve()
 
@@ -121,7 +121,8 @@ def test_msrvtt_qa(msrvtt, tmp_path: Path) -> None:
     assert read_jsonl(data, "qa_oe_test") == [
         {"video": "TestVideo/video3.mp4", "question": "how many?", "answer": "two"}]
     assert summary["skipped"] == {"malformed": 1}
-    assert summary["skipped_examples"]["malformed"] == ["train_qa.json[1]: needs a non-empty 'question' and 'answer'"]
+    assert summary["skipped_examples"]["malformed"] == [
+        "train_qa.json:1 [1]: needs a non-empty 'question' and 'answer'"]  # file:line [index in the JSON list]
 
 
 def test_msvd_qa_maps_video_ids_through_youtube_mapping(tmp_path: Path) -> None:
@@ -203,7 +204,7 @@ def test_didemo_paragraphs_concatenate_descriptions_in_moment_order(didemo: Path
                                                   {"video": "videos/v2.mov", "caption": "a car"}]
     assert read_jsonl(data, "captions_test") == [{"video": "videos/v4.mov", "caption": "a test"}]
     assert summary["skipped"] == {"malformed": 1, "missing_video": 1}
-    assert summary["skipped_examples"]["malformed"][0].startswith("data/train_data.json[3]: ")
+    assert summary["skipped_examples"]["malformed"][0].startswith("data/train_data.json:1 [3]: ")
 
 
 def test_didemo_moments_carry_segment_times_in_seconds(didemo: Path, tmp_path: Path) -> None:
@@ -311,3 +312,16 @@ def test_cc3m_with_mapping_warns_that_images_are_not_extracted(tmp_path: Path) -
     assert read_jsonl(data, "captions_train") == [{"video": "00000/000000001.jpg", "caption": "a dog on grass"}]
     assert summary["skipped"] == {"missing_video": 1}
     assert any(".jpg" in warning and "does not extract" in warning for warning in summary["warnings"])
+
+
+def test_a_video_path_leading_outside_the_videos_folder_is_a_malformed_row(didemo: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside.mov").write_bytes(b"not for this data set")
+    entries = json.loads((didemo / "data" / "train_data.json").read_text())
+    entries.append({"video": "../outside.mov", "description": "escapes", "times": [[0, 0]], "annotation_id": 6})
+    write(didemo / "data" / "train_data.json", json.dumps(entries, indent=1))
+    data = tmp_path / "DATA"
+    summary = convert("didemo", didemo, data, "--mode", "moments")
+    assert "escapes" not in {row["caption"] for row in read_jsonl(data, "captions_train")}
+    assert summary["skipped"]["malformed"] == 2 and not (data / "outside.mov").exists()
+    assert any(example.startswith("data/train_data.json:85 [5]: video path '../outside.mov' must be relative")
+               for example in summary["skipped_examples"]["malformed"])

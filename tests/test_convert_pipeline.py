@@ -82,7 +82,7 @@ def test_strict_fails_on_malformed_rows_and_writes_nothing(qa_src: Path, tmp_pat
     msrvtt_qa_source(qa_src, {}, [(0, "what?", "")], split="test")
     data = tmp_path / "DATA"
     assert run("msrvtt-qa", "--src", str(qa_src), "--out", str(data), "--strict") == 1
-    assert "test_qa.json[0]: needs a non-empty 'question' and 'answer'" in capsys.readouterr().err
+    assert "test_qa.json:1 [0]: needs a non-empty 'question' and 'answer'" in capsys.readouterr().err
     assert not data.exists()
 
 

@@ -1,15 +1,22 @@
-"""Pluggable MVM targets (pixels, HOG, VQ tokens from a tokenizer file the test writes) and tube masking."""
+"""Pluggable MVM targets (pixels, HOG, VQ tokens from a tokenizer directory the test writes) and tube masking;
+VQ tokenizers are read from JSON + safetensors only, so no file of one can run code."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from violet.config import ObjectiveConfig
 from violet.models import VideoLanguageModel, preset
-from violet.objectives import MVMTarget, hog_targets, tube_mask
+from violet.objectives import MVMTarget, hog_targets, load_image_tokenizer, tube_mask
 
 
 def test_tube_mask_hides_the_same_patches_at_every_step():
@@ -33,29 +40,30 @@ def test_hog_responds_to_edge_orientation():
     assert rotated.argmax() == 4  # vertical gradient: 90 degrees, the middle of 9 bins over 180
 
 
-class PatchTokenizer(nn.Module):
-    """A stand-in image tokenizer: 4x4 patches -> logits over 16 codes, picked by mean brightness."""
+def write_tokenizer(directory: Path, config: dict, state: dict[str, torch.Tensor]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(directory / "model.safetensors"))
+    return directory
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.pool = nn.AvgPool2d(4)
-        self.register_buffer("centres", torch.linspace(0, 1, 16).view(1, 16, 1, 1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        brightness = self.pool(images.mean(dim=1, keepdim=True))
-        return -(brightness - self.centres).abs() * 100
+BRIGHTNESS = {"stem": {"channels": 1, "kernel": 1}, "groups": [{"channels": 1, "blocks": 0, "pool": 4}],
+              "head": {"kind": "linear", "vocab": 16}}
 
 
 @pytest.fixture()
-def tokenizer_file(tmp_path):
-    path = tmp_path / "tokenizer.pt"
-    torch.jit.save(torch.jit.script(PatchTokenizer()), str(path))
-    return path
+def tokenizer_dir(tmp_path):
+    """A stand-in image tokenizer: 4x4 patches -> 16 codes, the one whose centre is nearest the mean brightness
+    (logit_k = 2 c_k b - c_k^2 ranks codes as -(b - c_k)^2 does)."""
+    centres = torch.linspace(0, 1, 16)
+    return write_tokenizer(tmp_path / "tokenizer", BRIGHTNESS, {
+        "stem.weight": torch.full((1, 3, 1, 1), 1 / 3), "stem.bias": torch.zeros(1),
+        "head.weight": (2 * centres).view(16, 1, 1, 1), "head.bias": -centres ** 2})
 
 
-def test_vq_targets_from_a_tokenizer_file(tokenizer_file):
+def test_vq_targets_from_a_tokenizer_directory(tokenizer_dir):
     config = preset("simvtp-tiny")  # 8 px tokens x 2-frame tubelets
-    objective = ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tokenizer_file))
+    objective = ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tokenizer_dir))
     target = MVMTarget(objective, config)
     assert (target.vocab, target.factor, target.output_dim) == (16, 4, 2 * 16)
     frames = torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8)
@@ -92,10 +100,130 @@ def test_bad_target_settings_are_clear_errors(tmp_path):
         MVMTarget(ObjectiveConfig(mvm_target="depth"), config)
     with pytest.raises(ValueError, match="vq_tokenizer"):
         MVMTarget(ObjectiveConfig(mvm_target="vq"), config)
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        MVMTarget(ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tmp_path / "x.pt")), config)
-    (tmp_path / "junk.pt").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="junk.pt: not a TorchScript"):
-        MVMTarget(ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tmp_path / "junk.pt")), config)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        MVMTarget(ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tmp_path / "x")), config)
+    (tmp_path / "old.pt").write_bytes(b"a TorchScript file")
+    with pytest.raises(ValueError, match="is a file.*TorchScript .* not loaded"):
+        MVMTarget(ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tmp_path / "old.pt")), config)
     with pytest.raises(ValueError, match="hog_cell=3"):
         MVMTarget(ObjectiveConfig(mvm_target="hog", hog_cell=3), dataclasses.replace(config))
+
+
+def dalle_name(name: str) -> str:
+    """DALL-E encoder state-dict name -> ours: the renaming docs/models.md gives for converting encoder.pkl."""
+    name = name.replace("blocks.input.", "stem.").replace("blocks.output.conv.", "head.")
+    name = re.sub(r"blocks\.group_(\d+)\.block_(\d+)\.", lambda m: f"groups.{int(m[1]) - 1}.{int(m[2]) - 1}.", name)
+    name = re.sub(r"res_path\.conv_(\d+)\.", lambda m: f"convs.{int(m[1]) - 1}.", name.replace("id_path.", "skip."))
+    return re.sub(r"\.w$", ".weight", re.sub(r"\.b$", ".bias", name))
+
+
+def dalle_encoder(state: dict[str, torch.Tensor], images: torch.Tensor, groups: int, blocks: int) -> torch.Tensor:
+    """DALL-E's dVAE encoder forward, written from its definition: map_pixels, a 7x7 input conv, groups of
+    blocks (id_path + 1 / n_layers^2 * res_path) with 2x max-pooling between groups, ReLU and a 1x1 output conv."""
+    def conv(x, prefix):
+        weight = state[f"{prefix}.w"]
+        return F.conv2d(x, weight, state[f"{prefix}.b"], padding=(weight.shape[-1] - 1) // 2)
+
+    x = conv(0.8 * images + 0.1, "blocks.input")
+    for g in range(1, groups + 1):
+        for b in range(1, blocks + 1):
+            prefix = f"blocks.group_{g}.block_{b}"
+            residual = x
+            for k in range(1, 5):
+                residual = conv(F.relu(residual), f"{prefix}.res_path.conv_{k}")
+            skip = conv(x, f"{prefix}.id_path") if f"{prefix}.id_path.w" in state else x
+            x = skip + residual / (groups * blocks) ** 2
+        if g < groups:
+            x = F.max_pool2d(x, 2)
+    return conv(F.relu(x), "blocks.output.conv")
+
+
+def test_a_dalle_shaped_encoder_converted_by_renaming_gives_the_same_logits(tmp_path):
+    torch.manual_seed(0)
+    width, vocab, shapes = 8, 32, {"blocks.input": (8, 3, 7), "blocks.output.conv": (32, 16, 1)}
+    for g, (inputs, outputs) in enumerate(((8, 8), (8, 16)), start=1):
+        for b in (1, 2):
+            prefix, n_in = f"blocks.group_{g}.block_{b}", inputs if b == 1 else outputs
+            hidden = outputs // 4
+            convs = ((hidden, n_in, 3), (hidden, hidden, 3), (hidden, hidden, 3), (outputs, hidden, 1))
+            shapes.update({f"{prefix}.res_path.conv_{k + 1}": shape for k, shape in enumerate(convs)})
+            if n_in != outputs:
+                shapes[f"{prefix}.id_path"] = (outputs, n_in, 1)
+    state = {}
+    for prefix, (outputs, inputs, kernel) in shapes.items():
+        state[f"{prefix}.w"] = torch.randn(outputs, inputs, kernel, kernel) / (inputs * kernel * kernel) ** 0.5
+        state[f"{prefix}.b"] = torch.randn(outputs) * 0.1
+    config = {"input_scale": 0.8, "input_shift": 0.1, "residual_gain": 1 / 16, "stem": {"channels": width, "kernel": 7},
+              "groups": [{"channels": 8, "blocks": 2, "pool": 2}, {"channels": 16, "blocks": 2}],
+              "head": {"kind": "linear", "vocab": vocab}}
+    directory = write_tokenizer(tmp_path / "dalle", config, {dalle_name(k): v.half() for k, v in state.items()})
+    tokenizer = load_image_tokenizer(str(directory))
+    images = torch.rand(2, 3, 16, 16)
+    reference = dalle_encoder({k: v.half().float() for k, v in state.items()}, images, groups=2, blocks=2)
+    with torch.no_grad():
+        assert torch.allclose(tokenizer(images), reference, atol=1e-5)
+    assert tokenizer(images).shape == (2, vocab, 8, 8) and tokenizer.spec.factor == 2
+
+
+def test_a_codebook_head_picks_the_nearest_code(tmp_path):
+    codes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    directory = write_tokenizer(tmp_path / "vq", {"stem": {"channels": 3, "kernel": 1},
+                                                  "head": {"kind": "codebook", "vocab": 3, "dim": 2}}, {
+        "stem.weight": torch.eye(3).view(3, 3, 1, 1), "stem.bias": torch.zeros(3),
+        "project.weight": torch.eye(3)[:2].view(2, 3, 1, 1), "project.bias": torch.zeros(2), "codebook": codes})
+    images = torch.zeros(1, 3, 1, 3)
+    images[0, :, 0, 1] = torch.tensor([0.9, 0.2, 0.0])  # red: nearest code 1
+    images[0, :, 0, 2] = torch.tensor([0.1, 0.8, 0.0])  # green: nearest code 2
+    with torch.no_grad():
+        assert load_image_tokenizer(str(directory))(images).argmax(1).tolist() == [[[0, 1, 2]]]
+
+
+def test_tokenizer_directories_that_do_not_match_are_clear_errors(tokenizer_dir):
+    config = json.loads((tokenizer_dir / "config.json").read_text())
+    (tokenizer_dir / "config.json").write_text(json.dumps({**config, "head": {"kind": "linear", "vocab": 17}}))
+    with pytest.raises(ValueError, match=r"model.safetensors does not match .*wrong shapes \['head.weight"):
+        load_image_tokenizer(str(tokenizer_dir))
+    (tokenizer_dir / "config.json").write_text(json.dumps({**config, "stem": {"channel": 1}}))
+    with pytest.raises(ValueError, match=r"config.json: 'stem': unknown key\(s\) \['channel'\]"):
+        load_image_tokenizer(str(tokenizer_dir))
+    (tokenizer_dir / "config.json").write_text(json.dumps({**config, "groups": [{"channels": 10 ** 12, "blocks": 1}]}))
+    with pytest.raises(ValueError, match=r"'groups'\[0\]: 'channels' must be an integer in 1\.\.1048576"):
+        load_image_tokenizer(str(tokenizer_dir))
+    (tokenizer_dir / "config.json").write_text(json.dumps({**config, "groups": [{"channels": 1 << 20, "blocks": 9}]}))
+    with pytest.raises(ValueError, match="does not match"):  # shapes are compared, never allocated (terabytes)
+        load_image_tokenizer(str(tokenizer_dir))
+    (tokenizer_dir / "config.json").write_text(json.dumps(config))
+    data = (tokenizer_dir / "model.safetensors").read_bytes()
+    (tokenizer_dir / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors file"):
+        load_image_tokenizer(str(tokenizer_dir))
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a planted tokenizer file could carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_file_of_a_tokenizer_directory_runs_code(tokenizer_dir, tmp_path):
+    marker = tmp_path / "payload_ran"
+    config = preset("simvtp-tiny")
+    objective = ObjectiveConfig(mvm_target="vq", vq_tokenizer=str(tokenizer_dir))
+    planted = {"pickle": pickle.dumps(Payload(marker))}
+    torch.save({"weights": Payload(marker)}, tmp_path / "zip.pt")  # torch.save's zip layout, as .pt/.pt2 use
+    planted["torch.save"] = (tmp_path / "zip.pt").read_bytes()
+    for target in sorted(tokenizer_dir.iterdir()):
+        original = target.read_bytes()
+        for kind, payload in planted.items():
+            target.write_bytes(payload)
+            with pytest.raises(ValueError, match=target.name):  # refused, naming the file
+                MVMTarget(objective, config)
+            assert not marker.exists(), f"a {kind} payload in {target.name} was executed"
+        target.write_bytes(original)
+    for name in ("tokenizer.pt", "tokenizer.pt2", "data.pkl"):  # extra files are never opened
+        (tokenizer_dir / name).write_bytes(planted["torch.save"])
+    assert MVMTarget(objective, config).vocab == 16 and not marker.exists()

@@ -1,16 +1,19 @@
-"""What every converter shares: finding the downloaded files, reading them with row locations,
+"""What every converter shares: finding the downloaded files (read with row locations by rows.py),
 resolving each row's video on disk, placing the videos under DATA/videos, and writing the
 annotation files atomically with a summary of what was kept and what was skipped and why.
 
 A converter only parses its own format and calls :meth:`Conversion.add` once per output row
 (or :meth:`Conversion.skip` for a row it cannot use); :meth:`Conversion.finish` does the rest.
-Rows are never silently dropped: each skip is counted under a reason with its ``file:line``.
+Rows are never silently dropped: each skip is counted under a reason with its ``file:line``. A row that
+fails in a way no converter foresaw (bad UTF-8, a lone surrogate, nesting too deep to parse, a value of
+the wrong type) is one malformed row too, never the end of the conversion (see rows.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from prepare.atomic import write_json_atomically, write_jsonl_atomically
+from prepare.convert.rows import (  # noqa: F401 - the readers are re-exported for the converters
+    ConvertError,
+    Entry,
+    Row,
+    clean_text,
+    display_path,
+    option_index,
+    read_json_entries,
+    read_table,
+    text_problem,
+)
 from violet.data.layout import (
     KINDS,
     SPLITS,
@@ -39,18 +53,6 @@ MEDIA_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".
 MAX_EXAMPLES_PER_REASON = 5
 SUMMARY_PREFIX = "convert_"
 SOURCE_SEARCH_DEPTH = 3
-
-
-class ConvertError(Exception):
-    """A problem with the downloaded files as a whole (missing file, wrong columns); nothing is written."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of a tabular source file, with where it came from."""
-
-    where: str
-    values: dict[str, str]
 
 
 def find_source(src: Path, *names: str, required: bool = True) -> Path | None:
@@ -83,57 +85,6 @@ def find_source(src: Path, *names: str, required: bool = True) -> Path | None:
     return None
 
 
-def read_table(path: Path, src: Path, *, delimiter: str, columns: Sequence[str] | None = None,
-               required: Sequence[str] = (), quoting: int = csv.QUOTE_MINIMAL) -> Iterator[Row | tuple[str, str]]:
-    """Rows of a CSV/TSV file as :class:`Row`, or ``(where, problem)`` for a row with the wrong width.
-
-    ``columns`` names the fields of a header-less file; otherwise the first line is the header and
-    must contain every name in ``required`` (a missing one is a :class:`ConvertError`).
-    Tab-separated releases (TGIF-QA, LSMDC) contain bare quotes inside sentences, hence
-    ``quoting=csv.QUOTE_NONE`` for them.
-    """
-    label = display_path(path, src)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        if columns is None:
-            header = next(reader, None)
-            if header is None:
-                raise ConvertError(f"{label} is empty")
-            names = [name.strip() for name in header]
-            missing = [name for name in required if name not in names]
-            if missing:
-                raise ConvertError(f"{label}:1: header {names} lacks column(s) {missing}")
-        else:
-            names = list(columns)
-        for cells in reader:
-            where = f"{label}:{reader.line_num}"
-            if not any(cell.strip() for cell in cells):
-                continue
-            if len(cells) != len(names):
-                yield where, f"expected {len(names)} fields ({delimiter!r}-separated), got {len(cells)}"
-                continue
-            yield Row(where, dict(zip(names, cells)))
-
-
-def read_json(path: Path, src: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise ConvertError(f"{display_path(path, src)}:{error.lineno}: invalid JSON: {error.msg}") from None
-
-
-def display_path(path: Path, src: Path) -> str:
-    try:
-        return path.relative_to(src).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def clean_text(value: Any) -> str:
-    """Collapse whitespace; non-strings become '' so the caller reports them as empty."""
-    return " ".join(value.split()) if isinstance(value, str) else ""
-
-
 class VideoFinder:
     """Finds an annotation's media file under the videos root.
 
@@ -152,8 +103,10 @@ class VideoFinder:
         """(path relative to root, '') when found, else (None, why not)."""
         for candidate in candidates:
             relative = Path(candidate)
-            for variant in (relative, *(relative.with_suffix(ext) for ext in MEDIA_EXTENSIONS)):
-                if (self.root / variant).is_file():
+            variants = (relative, *(relative.with_suffix(ext) for ext in MEDIA_EXTENSIONS)) if relative.name \
+                else (relative,)
+            for variant in variants:
+                if _is_file(self.root / variant):
                     return variant.as_posix(), ""
         if self.index_by_stem:
             stems = {Path(candidate).stem for candidate in candidates}
@@ -173,6 +126,27 @@ class VideoFinder:
                         relative = (Path(directory) / filename).relative_to(self.root).as_posix()
                         self._by_stem[os.path.splitext(filename)[0]].append(relative)
         return self._by_stem
+
+
+def _unsafe_media(media: Sequence[str]) -> tuple[None, str, str] | None:
+    """(None, why, "malformed") when a candidate is not text or points outside --videos (it would be linked
+    there from DATA/videos), else None."""
+    for candidate in media:
+        problem = text_problem(candidate)
+        parts = candidate.replace("\\", "/").split("/")
+        if problem or os.path.isabs(candidate) or ".." in parts or "\0" in candidate:
+            return None, problem or f"video path {candidate!r} must be relative to --videos, without '..'", "malformed"
+    return None
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, also False for a name the file system refuses to look up (too long, and such)."""
+    try:
+        return path.is_file()
+    except OSError as error:
+        if error.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
+            return False
+        raise
 
 
 def held_out_for_val(video: str, fraction: float) -> bool:
@@ -199,7 +173,7 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)
     _media: dict[str, Path] = field(default_factory=dict)
     _finder: VideoFinder | None = None
-    _found: dict[tuple[str, ...], tuple[str | None, str]] = field(default_factory=dict)
+    _found: dict[tuple[str, ...], tuple[str | None, str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.src, self.videos_root, self.data_dir = Path(self.src), Path(self.videos_root), Path(self.data_dir)
@@ -217,19 +191,40 @@ class Conversion:
     def skip(self, where: str, reason: str, detail: str) -> None:
         self.skipped[reason] += 1
         if len(self.examples[reason]) < MAX_EXAMPLES_PER_REASON:
-            self.examples[reason].append(f"{where}: {detail}")
+            # Escaped: a place or detail quoting bad text must not make the summary unwritable.
+            self.examples[reason].append(f"{where}: {detail}".encode("utf-8", "backslashreplace").decode("utf-8"))
+
+    def parsed(self, entries: list[Entry]) -> list[Entry]:
+        """The JSON entries that parsed; each one that did not is skipped as malformed, with its place and why."""
+        for entry in entries:
+            if entry.problem:
+                self.skip(entry.where, "malformed", entry.problem)
+        return [entry for entry in entries if not entry.problem]
+
+    @contextlib.contextmanager
+    def row(self, where: str) -> Iterator[None]:
+        """Wrap the handling of one source row: an error it raises skips that row as malformed, with its place
+        and the error, and the conversion goes on (a whole-file problem is a ConvertError, which passes)."""
+        try:
+            yield
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as error:
+            self.skip(where, "malformed", f"{type(error).__name__}: {str(error)[:200]}")
 
     def add(self, kind: str, split: str, row: dict[str, Any], *, where: str, media: Sequence[str]) -> bool:
         """Queue one output row; ``media`` lists where its file may lie, relative to --videos.
         Returns False (and counts the skip) when no such file exists."""
         if kind not in KINDS or split not in SPLITS:
-            raise ValueError(f"unknown kind/split {kind}/{split}")
+            raise RuntimeError(f"unknown kind/split {kind}/{split}")  # a converter bug, not a bad row
+        problem = text_problem(list(row.values()))  # caught here, not when the annotation file is written
+        if problem:
+            self.skip(where, "malformed", problem)
+            return False
         key = tuple(media)
-        if key not in self._found:
-            self._found[key] = self._finder.find(media)
-        relative, problem = self._found[key]
+        if key not in self._found:  # each distinct candidate list is checked and looked up once
+            self._found[key] = _unsafe_media(media) or (*self._finder.find(media), "missing_video")
+        relative, problem, reason = self._found[key]
         if relative is None:
-            self.skip(where, "missing_video", problem)
+            self.skip(where, reason, problem)
             return False
         if split == "train" and self.val_fraction and held_out_for_val(relative, self.val_fraction):
             split = "val"

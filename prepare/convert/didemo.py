@@ -29,7 +29,7 @@ from prepare.convert.common import (
     ConvertError,
     clean_text,
     display_path,
-    read_json,
+    read_json_entries,
 )
 
 SEGMENT_SECONDS = 5.0
@@ -61,13 +61,17 @@ def convert(conversion: Conversion, args: argparse.Namespace) -> None:
         if path is None:
             continue
         label = display_path(path, conversion.src)
-        entries = read_json(path, conversion.src)
+        entries = read_json_entries(path, conversion.src)
         if not isinstance(entries, list):
             raise ConvertError(f"{label}: expected a JSON list of {{video, description, times}} objects")
         # video -> [(segment, position, description)], in file order
         moments: dict[str, list[tuple[tuple[int, int], int, str]]] = {}
-        for position, entry in enumerate(entries):
-            where = f"{label}[{position}]"
+        lines: dict[int, str] = {}  # position -> the entry's place, for the paragraph rows
+        for position, item in enumerate(entries):
+            if item.problem:
+                conversion.skip(item.where, "malformed", item.problem)
+                continue
+            where, entry = item.where, item.value
             if not isinstance(entry, dict):
                 conversion.skip(where, "malformed", "not an object")
                 continue
@@ -83,9 +87,11 @@ def convert(conversion: Conversion, args: argparse.Namespace) -> None:
                                where=where, media=[video.strip(), f"videos/{video.strip()}"])
             else:
                 moments.setdefault(video.strip(), []).append((segment, position, description))
+                lines[position] = where
         for video, described in moments.items():
             paragraph = " ".join(description for _, _, description in sorted(described))
-            where = f"{label}[{', '.join(str(position) for _, position, _ in described)}]"
+            # The first entry's place, then every entry's index: "data/train_data.json:3 [0, 4, 9]".
+            where = f"{lines[described[0][1]].rsplit(' [', 1)[0]} [{', '.join(str(p) for _, p, _ in described)}]"
             conversion.add("captions", split, {"caption": paragraph}, where=where, media=[video, f"videos/{video}"])
 
 

@@ -31,7 +31,7 @@ import csv
 import hashlib
 import random
 
-from prepare.convert.common import Conversion, Converter, Row, clean_text, read_table
+from prepare.convert.common import Conversion, Converter, Row, clean_text, option_index, read_table
 from prepare.convert.msrvtt import CAPTION_CHOICE_QUESTION
 
 TIME_COLUMNS = ("start_aligned", "end_aligned", "start_extracted", "end_extracted")
@@ -92,11 +92,11 @@ def convert_multiple_choice(conversion: Conversion, args: argparse.Namespace) ->
                 conversion.skip(row.where, "malformed", "an empty sentence among the 5 options")
                 continue
             if split == "test":
-                answer = row.values["answer"].strip()
-                if not answer.isdigit() or not 1 <= int(answer) <= 5:
-                    conversion.skip(row.where, "malformed", f"answer index {answer!r} is not in 1..5")
+                answer_index = option_index(row.values["answer"], 5, first=1)
+                if answer_index is None:
+                    conversion.skip(row.where, "malformed",
+                                    f"answer index {row.values['answer'].strip()!r} is not in 1..5")
                     continue
-                answer_index = int(answer) - 1
             else:
                 options, answer_index = shuffled_with_answer(options[0], options[1:], f"{clip_id}|{row.where}")
             conversion.add("qa_mc", split, {"question": args.question, "options": options, "answer": answer_index},

@@ -42,9 +42,11 @@ from prepare.convert.common import (
     Row,
     clean_text,
     display_path,
-    read_json,
+    option_index,
+    read_json_entries,
     read_table,
 )
+from prepare.convert.rows import text_lines
 
 VIDEO_FOLDERS = ("", "TrainValVideo", "TestVideo", "all", "videos/all", "MSRVTT/videos/all")
 CAPTION_SOURCES = ("MSRVTT_data.json", "train_val_videodatainfo.json")
@@ -58,10 +60,11 @@ def video_candidates(video_id: str) -> list[str]:
 
 
 def normalise_video_id(value: Any) -> str | None:
-    """'video123', 'msr123', 123 and '123' all name clip video123."""
-    text = str(value).strip()
-    match = re.fullmatch(r"(?:video|msr)?(\d+)", text)
-    return f"video{match.group(1)}" if match and not isinstance(value, bool) else None
+    """'video123', 'msr123', 123 and '123' all name clip video123 (ASCII digits only)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    match = re.fullmatch(r"(?:video|msr)?([0-9]+)", str(value).strip())
+    return f"video{match.group(1)}" if match else None
 
 
 def load_captions(conversion: Conversion) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
@@ -73,24 +76,24 @@ def load_captions(conversion: Conversion) -> tuple[dict[str, list[tuple[str, str
         paths.append(conversion.source("test_videodatainfo.json", required=False))
     for path in filter(None, paths):
         label = display_path(path, conversion.src)
-        data = read_json(path, conversion.src)
-        if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
-            raise ConvertError(f"{label}: expected an object with a 'sentences' list")
-        for position, video in enumerate(data.get("videos", [])):
-            video_id = normalise_video_id(video.get("video_id")) if isinstance(video, dict) else None
-            split = OFFICIAL_SPLITS.get(video.get("split")) if isinstance(video, dict) else None
-            if video_id and split:
-                official[video_id] = split
+        data = read_json_entries(path, conversion.src)
+        videos = data.get("videos", []) if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("sentences"), list) or not isinstance(videos, list):
+            raise ConvertError(f"{label}: expected an object with a 'sentences' list (and a 'videos' list)")
+        for video in conversion.parsed(videos):
+            split = video.value.get("split") if isinstance(video.value, dict) else None
+            video_id = normalise_video_id(video.value.get("video_id")) if isinstance(video.value, dict) else None
+            if video_id and isinstance(split, str) and split in OFFICIAL_SPLITS:
+                official[video_id] = OFFICIAL_SPLITS[split]
             else:
-                conversion.skip(f"{label}[videos {position}]", "malformed", "needs 'video_id' and a known 'split'")
-        for position, sentence in enumerate(data["sentences"]):
-            where = f"{label}[sentences {position}]"
-            video_id = normalise_video_id(sentence.get("video_id")) if isinstance(sentence, dict) else None
-            caption = clean_text(sentence.get("caption")) if isinstance(sentence, dict) else ""
+                conversion.skip(video.where, "malformed", "needs 'video_id' and a known 'split'")
+        for sentence in conversion.parsed(data["sentences"]):
+            row = sentence.value if isinstance(sentence.value, dict) else {}
+            video_id, caption = normalise_video_id(row.get("video_id")), clean_text(row.get("caption"))
             if video_id is None or not caption:
-                conversion.skip(where, "malformed", "needs 'video_id' like video123 and a non-empty 'caption'")
+                conversion.skip(sentence.where, "malformed", "needs 'video_id' like video123 and a non-empty 'caption'")
                 continue
-            captions.setdefault(video_id, []).append((where, caption))
+            captions.setdefault(video_id, []).append((sentence.where, caption))
     return captions, official
 
 
@@ -106,8 +109,11 @@ def read_video_list(conversion: Conversion, names: tuple[str, ...]) -> list[tupl
             else:
                 conversion.skip(item[0], "malformed", item[1])
     else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        entries = [(f"{label}:{number}", line) for number, line in enumerate(lines, start=1) if line.strip()]
+        for where, line, problem in text_lines(path, label):
+            if problem:
+                conversion.skip(where, "malformed", problem)
+            else:
+                entries.append((where, line))
     ids = []
     for where, value in entries:
         video_id = normalise_video_id(value)
@@ -129,7 +135,7 @@ def convert_retrieval(conversion: Conversion, args: argparse.Namespace) -> None:
                            media=video_candidates(video_id))
 
     if args.protocol == "full":
-        for video_id, split in sorted(official.items(), key=lambda item: int(item[0][5:])):
+        for video_id, split in sorted(official.items(), key=lambda item: (len(item[0]), item[0])):  # numeric
             add_all_captions(video_id, split, f"official split of {video_id}")
         return
     names = ("MSRVTT_train.9k.csv", "train_list_jsfusion.txt") if args.protocol == "9k" else ("MSRVTT_train.7k.csv",)
@@ -158,11 +164,11 @@ def convert_multiple_choice(conversion: Conversion, args: argparse.Namespace) ->
         values = item.values
         video_id = normalise_video_id(values.get("video_id", values.get("vid_key", "")))
         options = [clean_text(values[column]) for column in option_columns]
-        answer = values["answer"].strip()
-        if video_id is None or not all(options) or not answer.isdigit() or int(answer) >= len(options):
+        answer = option_index(values["answer"], len(options))
+        if video_id is None or not all(options) or answer is None:
             conversion.skip(item.where, "malformed", "needs a video id, 5 non-empty options and an answer in 0..4")
             continue
-        conversion.add("qa_mc", "test", {"question": args.question, "options": options, "answer": int(answer)},
+        conversion.add("qa_mc", "test", {"question": args.question, "options": options, "answer": answer},
                        where=item.where, media=video_candidates(video_id))
 
 
@@ -183,23 +189,24 @@ def add_open_ended_json(conversion: Conversion, path: Path, split: str,
     """MSRVTT-QA and MSVD-QA share this file format: a list of {question, answer, video_id};
     ``media_for`` maps a video_id to candidate files, or None when the id is unknown."""
     label = display_path(path, conversion.src)
-    data = read_json(path, conversion.src)
+    data = read_json_entries(path, conversion.src)
     if not isinstance(data, list):
         raise ConvertError(f"{label}: expected a JSON list of {{question, answer, video_id}} objects")
-    for position, entry in enumerate(data):
-        where = f"{label}[{position}]"
-        if not isinstance(entry, dict):
+    for entry in conversion.parsed(data):
+        where, row = entry.where, entry.value
+        if not isinstance(row, dict):
             conversion.skip(where, "malformed", "not an object")
             continue
-        question, answer = clean_text(entry.get("question")), clean_text(entry.get("answer"))
+        question, answer = clean_text(row.get("question")), clean_text(row.get("answer"))
         if not question or not answer:
             conversion.skip(where, "malformed", "needs a non-empty 'question' and 'answer'")
             continue
-        media = media_for(entry.get("video_id"))
-        if media is None:
-            conversion.skip(where, "unknown_video", f"video_id {entry.get('video_id')!r} names no known clip")
-            continue
-        conversion.add("qa_oe", split, {"question": question, "answer": answer}, where=where, media=media)
+        with conversion.row(where):
+            media = media_for(row.get("video_id"))
+            if media is None:
+                conversion.skip(where, "unknown_video", f"video_id {row.get('video_id')!r} names no known clip")
+                continue
+            conversion.add("qa_oe", split, {"question": question, "answer": answer}, where=where, media=media)
 
 
 def _retrieval_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from prepare.convert.common import Conversion, Converter, display_path
 from prepare.convert.msrvtt import add_open_ended_json
+from prepare.convert.rows import text_lines
 
 
 def read_mapping(conversion: Conversion) -> dict[int, str]:
@@ -25,13 +26,11 @@ def read_mapping(conversion: Conversion) -> dict[int, str]:
     path = conversion.source("youtube_mapping.txt")
     label = display_path(path, conversion.src)
     mapping: dict[int, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for where, line, problem in text_lines(path, label):
         parts = line.split()
-        match = re.fullmatch(r"vid(\d+)", parts[-1]) if len(parts) == 2 else None
+        match = re.fullmatch(r"vid([0-9]{1,18})", parts[-1]) if len(parts) == 2 and not problem else None
         if match is None:
-            conversion.skip(f"{label}:{number}", "malformed", "expected '<clip name> vid<N>'")
+            conversion.skip(where, "malformed", problem or "expected '<clip name> vid<N>'")
             continue
         mapping[int(match.group(1))] = parts[0]
     return mapping
@@ -41,8 +40,9 @@ def convert_qa(conversion: Conversion, args: argparse.Namespace) -> None:
     mapping = read_mapping(conversion)
 
     def media_for(raw_video_id: Any) -> list[str] | None:
-        text = str(raw_video_id).strip().removeprefix("vid")
-        clip = mapping.get(int(text)) if text.isdigit() and not isinstance(raw_video_id, bool) else None
+        text = str(raw_video_id).strip().removeprefix("vid") if isinstance(raw_video_id, (str, int)) else ""
+        number = re.fullmatch(r"[0-9]{1,18}", text) and not isinstance(raw_video_id, bool)
+        clip = mapping.get(int(text)) if number else None
         return [f"{clip}.avi", f"YouTubeClips/{clip}.avi"] if clip else None
 
     for split in ("train", "val", "test"):

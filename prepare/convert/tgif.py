@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 
-from prepare.convert.common import Conversion, Converter, Row, clean_text, read_table
+from prepare.convert.common import Conversion, Converter, Row, clean_text, option_index, read_table
 
 OPTION_COLUMNS = ("a1", "a2", "a3", "a4", "a5")
 SPLIT_PREFIXES = {"train": "Train", "test": "Test"}
@@ -44,14 +44,14 @@ def convert_multiple_choice(conversion: Conversion, task: str) -> None:
             values = row.values
             question = clean_text(values["question"])
             options = [clean_text(values[column]) for column in OPTION_COLUMNS]
-            answer = values["answer"].strip()
+            answer = option_index(values["answer"], len(options))
             if not values["gif_name"].strip() or not question or not all(options):
                 conversion.skip(row.where, "malformed", "empty gif_name, question or option")
                 continue
-            if not answer.isdigit() or int(answer) >= len(options):
-                conversion.skip(row.where, "malformed", f"answer {answer!r} is not an index in 0..4")
+            if answer is None:
+                conversion.skip(row.where, "malformed", f"answer {values['answer'].strip()!r} is not an index in 0..4")
                 continue
-            conversion.add("qa_mc", split, {"question": question, "options": options, "answer": int(answer)},
+            conversion.add("qa_mc", split, {"question": question, "options": options, "answer": answer},
                            where=row.where, media=gif_candidates(values["gif_name"].strip()))
 
 

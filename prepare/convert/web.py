@@ -34,6 +34,7 @@ from prepare.convert.common import (
     display_path,
     read_table,
 )
+from prepare.convert.rows import text_lines
 
 WEBVID_FILES = {"train": ("results_2M_train.csv", "results_10M_train.csv"),
                 "val": ("results_2M_val.csv", "results_10M_val.csv")}
@@ -45,18 +46,18 @@ def read_mapping(path: Path, videos_root: Path) -> dict[str, str]:
     if not path.is_file():
         raise ConvertError(f"--mapping {path} is not a file")
     mapping: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
+    for where, line, problem in text_lines(path, str(path)):
+        if line.startswith("#"):
             continue
         parts = line.rstrip("\r\n").split("\t")
-        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-            raise ConvertError(f"{path}:{number}: expected '<key><TAB><path relative to --videos>'")
+        if problem or len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise ConvertError(f"{where}: {problem or 'expected <key><TAB><path relative to --videos>'}")
         key, media = parts[0].strip(), Path(parts[1].strip())
         if media.is_absolute():
             try:
                 media = media.relative_to(videos_root)
             except ValueError:
-                raise ConvertError(f"{path}:{number}: {media} is not under --videos {videos_root}") from None
+                raise ConvertError(f"{where}: {media} is not under --videos {videos_root}") from None
         mapping.setdefault(key, media.as_posix())
     return mapping
 

@@ -242,13 +242,17 @@ def _decode_with_pyav(path: str, frames: int, short_side: int, span: Span | None
         src_width=decoded.size[0], src_height=decoded.size[1], decoder="pyav", decode_errors=decoded.errors)
 
 
-def _decode_image(path: str, short_side: int) -> _DecodedClip:
+def _decode_image(path: str, short_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> _DecodedClip:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header only: the size is known before any pixel is decoded
+            _refuse_over(opened.width, opened.height, max_pixels)
             image = ImageOps.exif_transpose(opened)  # phone photos: EXIF orientation, as viewers show them
             image.load()
+    except Image.DecompressionBombError as error:  # Pillow's own hard limit, checked in open() before ours
+        over = f"--max-pixels {max_pixels}" if max_pixels < 2 * (Image.MAX_IMAGE_PIXELS or 0) else "Pillow's limit"
+        raise VideoDecodeError(f"resolution exceeds {over} ({_short(error)})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise VideoDecodeError(f"not a readable image ({_short(error).replace(path, os.path.basename(path))})") from None
     return _DecodedClip(images=[_resize(image, short_side)], frame_times=[0.0], src_frames=1, src_fps=0.0,
@@ -256,7 +260,8 @@ def _decode_image(path: str, short_side: int) -> _DecodedClip:
 
 
 def _check_resolution(path: str, max_pixels: int) -> None:
-    """Refuse a video whose frames exceed `max_pixels` before any frame is decoded (header only)."""
+    """Refuse a video whose frames exceed `max_pixels` before any frame is decoded (header only); images are
+    checked the same way in `_decode_image`."""
     import av
 
     try:
@@ -267,6 +272,11 @@ def _check_resolution(path: str, max_pixels: int) -> None:
             width, height = context.width, context.height
     except av.error.FFmpegError:
         return
+    _refuse_over(width, height, max_pixels)
+
+
+def _refuse_over(width: int, height: int, max_pixels: int) -> None:
+    """The one refusal for videos and images alike, so both are reported the same way."""
     if width * height > max_pixels:
         raise VideoDecodeError(f"resolution {width}x{height} exceeds --max-pixels {max_pixels} "
                                f"(decoding {width * height * 3 // 2**20} MiB per frame)")
@@ -284,7 +294,7 @@ def extract_video(path: str, frames: int, short_side: int, quality: int, span: S
     # Reasons are reported next to the video id: the full path in them only adds noise.
     name = os.path.basename(path)
     if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-        return _encode(_decode_image(path, short_side), quality)
+        return _encode(_decode_image(path, short_side, max_pixels), quality)
     _check_resolution(path, max_pixels)
     try:
         clip = _decode_with_decord(path, frames, short_side, span)
