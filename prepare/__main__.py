@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quality", type=_quality, default=90, help="JPEG quality of stored frames")
     parser.add_argument("--workers", type=positive_int, default=None, help="extraction processes (default: auto)")
     parser.add_argument("--max-pixels", type=positive_int, default=None,
-                        help="refuse videos with more pixels per frame (default: prepare.extract's, 8192x8192)")
+                        help="refuse videos and images with more pixels per frame (default: prepare.extract's, 8192x8192)")
     parser.add_argument("--answer-top-k", type=positive_int, default=DEFAULT_ANSWER_TOP_K,
                         help="size of the open-ended answer vocabulary, from the train split")
     parser.add_argument("--strict", action="store_true",

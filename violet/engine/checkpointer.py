@@ -126,14 +126,15 @@ class Checkpointer:
             accelerator.save_state(str(partial))
             accelerator.wait_for_everyone()
             save_states(self.tracked, partial, write=accelerator.is_main_process)
-        except OSError as error:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                if self.describe is not None:
+                    self.describe(partial)
+                write_manifest(partial, step)
+        except OSError as error:  # e.g. a full disk: nothing was renamed, so no earlier checkpoint was touched
             raise OSError(f"saving the checkpoint of step {step} into {partial} failed ({error}); the previous "
                           f"checkpoints in {self.run.checkpoints_dir} are untouched") from error
-        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            if self.describe is not None:
-                self.describe(partial)
-            write_manifest(partial, step)
             if final.exists():  # a step saved before a fallback resume: the new save replaces it
                 shutil.rmtree(final)
             os.replace(partial, final)
