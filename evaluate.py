@@ -1,11 +1,14 @@
 """Evaluate a checkpoint: `python evaluate.py --task T --data DATA --checkpoint CKPT [--split test] [--zero-shot]`.
 
 Prints a table and writes JSON with the metrics and the resolved evaluation setup (checkpoint, split file
-hash, frames, sampling, re-ranking), so a number can always be reproduced.
+hash, frames, sampling, re-ranking), so a number can always be reproduced. `--predictions FILE.jsonl` also
+writes one JSON object per query (what the model answered, computed in the same pass as the metrics) and
+`--html FILE.html` one self-contained page to look at them, failures first.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -13,8 +16,10 @@ from pathlib import Path
 from violet.config import ConfigError, RunConfig, apply_overrides, parse_dotted
 from violet.data.layout import SUMMARY_FILENAME, default_hf_dir
 from violet.data.text import load_tokenizer
+from violet.distributed import progress_bars
 from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.weights import load_weights
+from violet.html_report import write_report
 from violet.runtime import build_accelerator, drop_unset, require_prepared, setup_logging
 from violet.tasks import TASKS, get_task
 
@@ -31,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-frames", type=int, help="frames per clip (default: as trained)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--output", help="metrics JSON path (default: CKPT/eval_<task>_<split>.json)")
+    parser.add_argument("--predictions", help="write one JSON object per query to this .jsonl file")
+    parser.add_argument("--top-k", type=int, default=10, help="videos (retrieval) or answers (qa-oe) per query")
+    parser.add_argument("--html", help="write a self-contained HTML page of the predictions, failures first")
+    parser.add_argument("--html-max", type=int, default=200, help="most query cards on the HTML page")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of data/eval settings")
     return parser.parse_intermixed_args(argv)  # dotted overrides may come before or after flags
 
@@ -65,7 +74,11 @@ def evaluation_config(args: argparse.Namespace, run: RunDir, task_cls: type, dat
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.top_k < 1 or args.html_max < 1:
+        raise SystemExit("--top-k and --html-max must be at least 1")
     task_cls = get_task(args.task)
+    if (args.predictions or args.html) and "predictions" not in inspect.signature(task_cls.evaluate).parameters:
+        raise SystemExit(f"task {args.task!r} cannot write per-query predictions (--predictions, --html)")
     data_dir = require_prepared(args.data)
     run = RunDir(args.checkpoint)
     config = evaluation_config(args, run, task_cls, data_dir)
@@ -78,8 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
     load_weights(model, run.path, required_heads=task.heads)
     model = accelerator.prepare(model)
     model.eval()
-    with accelerator.autocast():
-        metrics = task.evaluate(model, accelerator, args.split)
+    with accelerator.autocast(), progress_bars():
+        if args.predictions or args.html:
+            metrics = task.evaluate(model, accelerator, args.split, predictions=True, top_k=args.top_k)
+        else:
+            metrics = task.evaluate(model, accelerator, args.split)
+    rows = metrics.pop("predictions", None)  # per-row output goes to its own file, never into the metrics
     metrics["rerank_source"] = rerank_source(run, args.rerank_k) if "rerank_k" in metrics else None
     metrics["setup"] = {
         "task": args.task, "split": args.split, "checkpoint": str(run.path.resolve()), "trained_for": trained_for,
@@ -93,7 +110,19 @@ def main(argv: list[str] | None = None) -> dict:
         output.write_text(json.dumps(metrics, indent=2))
         print_table(args.task, args.split, metrics)
         print(f"metrics written to {output}")
+        write_predictions(args, metrics, rows, task.store_dir)
     return metrics
+
+
+def write_predictions(args: argparse.Namespace, metrics: dict, rows: list[dict] | None, store_dir: Path) -> None:
+    """The --predictions file (one JSON object per line, row order) and the --html page."""
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(row) + "\n" for row in rows)
+        print(f"{len(rows)} predictions written to {args.predictions}")
+    if args.html:
+        shown = write_report(Path(args.html), metrics, rows, store_dir, max_cards=args.html_max)
+        print(f"report of {shown} of {len(rows)} queries written to {args.html}")
 
 
 def rerank_source(run: RunDir, flag: str | None) -> str:
@@ -108,7 +137,7 @@ def rerank_source(run: RunDir, flag: str | None) -> str:
 
 
 def print_table(task: str, split: str, metrics: dict) -> None:
-    rows = [(key, value) for key, value in metrics.items() if key != "setup"]
+    rows = [(key, value) for key, value in metrics.items() if key not in ("setup", "predictions")]
     width = max(len(key) for key, _ in rows)
     print(f"\n{task} on {split}")
     for key, value in rows:

@@ -32,6 +32,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "retrieval/warmup=0": ("retrieval", ["train.warmup_ratio=0"]),
     "retrieval/schedule=cosine": ("retrieval", ["train.lr_schedule=cosine"]),
     "retrieval/epochs=20": ("retrieval", ["train.epochs=20"]),
+    "retrieval/epochs=80": ("retrieval", ["train.epochs=80"]),
+    "retrieval/width=256": ("retrieval", ["model.width=256", "model.embed_dim=256"]),
     "retrieval/vtm_weight=1": ("retrieval", ["objective.vtm_weight=1"]),
     "retrieval/vtm_weight=1,random_negatives": ("retrieval", ["objective.vtm_weight=1",
                                                               "objective.vtm_hard_negatives=false"]),

@@ -52,7 +52,8 @@ from violet.engine.weights import load_weights
 from violet.models import VideoLanguageModel
 from violet.objectives import match_score
 from violet.runtime import mixed_precision
-from violet.tasks.qa_oe import OpenEndedQATask
+from violet.tasks.qa_mc import score_options
+from violet.tasks.qa_oe import OpenEndedQATask, answer_logits
 from violet.tasks.ranking import RERANKED_OFFSET
 
 logger = logging.getLogger(__name__)
@@ -350,16 +351,14 @@ class TrainedModel:
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         frames = self.clips(video)[:1].to(self.device)
         with self._inference():
-            video_tokens = self.model("video", frames=frames)["tokens"]
-            text_tokens = self.model("text", ids=ids, mask=mask, embed=False)["tokens"]
-            logits = self.model("fusion", text_tokens=text_tokens, text_mask=mask, video_tokens=video_tokens)
-        probabilities = logits["answer_logits"][0].float().softmax(dim=-1).cpu()
+            logits = answer_logits(self.model, self.model("video", frames=frames), ids, mask)
+        probabilities = logits[0].float().softmax(dim=-1).cpu()
         best = probabilities.topk(min(top_k, len(probabilities)))
         return {"answers": [{"answer": self.answers[i], "probability": float(p)}
                             for p, i in zip(best.values.tolist(), best.indices.tolist())]}
 
     def _choose(self, video: Video, question: str, options: list[str]) -> dict[str, Any]:
-        """qa-mc's option score: VTM match log-odds of "question option" with the video + the scaled cosine."""
+        """qa-mc's option score (violet.tasks.qa_mc.score_options), as evaluation computes it."""
         missing = [head for head in ("vtc", "vtm") if head not in self.heads]
         if missing or not options:
             raise RunCapabilityError(f"{self.run.path} ({self.task}) cannot choose an option: " + (
@@ -368,13 +367,9 @@ class TrainedModel:
                           self.config.model.max_text_len)
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         frames = self.clips(video)[:1].to(self.device)
+        owner = torch.zeros(len(options), dtype=torch.long, device=self.device)  # every option asks about clip 0
         with self._inference():
-            clip = self.model("video", frames=frames)
-            text = self.model("text", ids=ids, mask=mask)
-            fused = self.model("fusion", text_tokens=text["tokens"], text_mask=mask,
-                               video_tokens=clip["tokens"].expand(len(options), -1, -1))
-            dual = text["logit_scale"].float() * (text["embed"].float() @ clip["embed"][0].float())
-            scores = (match_score(fused["vtm_logits"]) + dual).cpu()
+            scores = score_options(self.model, self.model("video", frames=frames), ids, mask, owner)[0].cpu()
         choice = int(scores.argmax())
         return {"choice": choice, "option": options[choice], "scores": scores.tolist(),
                 "probabilities": scores.softmax(dim=0).tolist()}

@@ -6,12 +6,32 @@ padded duplicate can never change a metric.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+_SHOW_PROGRESS = [False]  # off by default: library calls stay quiet unless an entry point or the Trainer asks
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[None]:
+    """tqdm bars for the evaluation loops inside (main process only; quiet when stderr is not a terminal)."""
+    before, _SHOW_PROGRESS[0] = _SHOW_PROGRESS[0], enabled
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS[0] = before
+
+
+def _bar(accelerator: Accelerator, items: Any, what: str) -> Any:
+    show = _SHOW_PROGRESS[0] and accelerator.is_main_process
+    return tqdm(items, desc=what, leave=False, dynamic_ncols=True, disable=None if show else True)
 
 
 @torch.no_grad()
@@ -25,7 +45,7 @@ def gather_by_index(
     """Return compute()'s outputs for samples 0..expected-1, in index order, from every rank."""
     pieces: dict[str, list[torch.Tensor]] = defaultdict(list)
     errors: list[str] = []
-    for batch in loader:
+    for batch in _bar(accelerator, loader, what):
         errors.extend(batch.get("errors", []))
         empty = torch.tensor([int(batch["index"].numel() == 0)], device=accelerator.device)
         if accelerator.num_processes > 1:  # decided together: under ZeRO-3 a rank skipping a forward hangs the rest
@@ -71,6 +91,7 @@ def run_sharded(
     per_rank = -(-total // accelerator.num_processes)
     padded = items + [items[-1]] * (per_rank * accelerator.num_processes - total)
     mine = padded[accelerator.process_index * per_rank : (accelerator.process_index + 1) * per_rank]
-    results = [compute(mine[start : start + batch_size]) for start in range(0, len(mine), batch_size)]
+    starts = _bar(accelerator, range(0, len(mine), batch_size), "re-ranking")
+    results = [compute(mine[start : start + batch_size]) for start in starts]
     local = torch.cat(results)
     return accelerator.gather(local).cpu()[:total]

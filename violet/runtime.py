@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 from violet.config import ConfigError, RunConfig, apply_overrides, load_yaml, parse_dotted
 from violet.data.layout import HF_DIRNAME, STORE_DIRNAME, is_prepared
 from violet.engine.rundir import RunDir
+from violet.engine.tracking import build_trackers
 from violet.models import preset, preset_overrides
 
 
@@ -58,19 +59,29 @@ def mixed_precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str | None = "tensorboard") -> Accelerator:
+def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str | None = None) -> Accelerator:
+    """`log_with` (default: train.log_with) chooses Accelerate's trackers; none without a project_dir."""
     # Without CUDA the default NCCL backend makes each rank believe it is alone: choose gloo.
     # (A single plain process must not get a backend handler: Accelerate would then expect a process group.)
     launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     handlers = [InitProcessGroupKwargs(backend=backend)] if launched_distributed else []
+    trackers = []
+    if project_dir:
+        try:
+            trackers = build_trackers(log_with or config.train.log_with, project_dir, RunDir.TENSORBOARD)
+        except ValueError as error:  # e.g. wandb asked for but not installed
+            raise SystemExit(f"config error: {error}") from None
     accelerator = Accelerator(
         gradient_accumulation_steps=config.train.grad_accum,
         mixed_precision=mixed_precision(config.train.mixed_precision),
-        log_with=log_with if project_dir else None,
+        log_with=trackers or None,
         project_dir=project_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=handlers,
+        # train.compile: Accelerate wraps the model in torch.compile (inductor) when it prepares it, and unwraps it
+        # again for saving, so checkpoints keep the plain parameter names.
+        dynamo_backend="inductor" if config.train.compile else "no",
     )
     set_seed(config.train.seed, device_specific=False)
     return accelerator

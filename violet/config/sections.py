@@ -171,9 +171,18 @@ class TrainConfig:
     keep_checkpoints: int = 2  # resumable checkpoints kept in output_dir; older ones are deleted
     eval_every: int = 0  # 0 = evaluate on the val split (when present) only at the end
     compile: bool = False
+    # Experiment trackers (docs/monitoring.md): tensorboard | wandb (`pip install .[wandb]`) | all (both) | none.
+    # train_log.jsonl is written either way.
+    log_with: str = "tensorboard"
+    # Optimizer steps between visuals of a few fixed clips (pretraining: masked input, reconstruction, MLM
+    # predictions; fine-tuning: predictions); they are drawn once more at the end of every run. 0 = at the end only.
+    visual_every: int = 100
+    visual_samples: int = 2  # fixed clips (the first of the val split, else of train) the visuals show; 0 = none
+    progress: bool = True  # tqdm progress bars on the main process (quiet anyway when stderr is not a terminal)
 
     def __post_init__(self) -> None:
         _one_of("train.mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
+        _one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "all", "none"))
         # What transformers.get_scheduler accepts, read from transformers so the list cannot go stale.
         _one_of("train.lr_schedule", self.lr_schedule, tuple(kind.value for kind in SchedulerType))
         # Impossible values would otherwise train nothing (or diverge at once) and still export a model.
@@ -186,6 +195,8 @@ class TrainConfig:
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         _at_least("train.weight_decay", self.weight_decay, 0)
+        _at_least("train.visual_every", self.visual_every, 0)
+        _at_least("train.visual_samples", self.visual_samples, 0)
 
 
 @dataclass
@@ -204,7 +215,7 @@ class ObjectiveConfig:
     mvm_target: str = "pixel"  # pixel (per-patch-normalised) | hog (MaskFeat-style) | vq (frozen image tokenizer)
     hog_bins: int = 9  # orientation bins per HOG cell
     hog_cell: int = 8  # HOG cell size in pixels; must divide the region one video token covers
-    vq_tokenizer: str = ""  # mvm_target=vq: a TorchScript (.pt/.ts) or torch.export (.pt2) image tokenizer file
+    vq_tokenizer: str = ""  # mvm_target=vq: a tokenizer directory (config.json + model.safetensors, docs/models.md)
     # "global": negatives drawn from the whole global batch (world-size invariant: 2 ranks x B == 1 rank x 2B;
     # gathers token tensors across ranks). "local": from this rank's batch only (ALBEF; no token gather).
     vtm_negatives: str = "global"

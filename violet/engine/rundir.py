@@ -133,7 +133,7 @@ class RunDir:
     def clear_training_state(self) -> list[str]:
         """Remove what a previous run left (for --overwrite); only the names a run writes, never other files."""
         removed = []
-        for name in (self.CHECKPOINTS, self.TENSORBOARD, self.TOKENIZER):
+        for name in (self.CHECKPOINTS, self.TENSORBOARD, self.TOKENIZER, "wandb"):
             if (self.path / name).is_dir():
                 shutil.rmtree(self.path / name)
                 removed.append(name + "/")

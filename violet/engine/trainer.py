@@ -1,7 +1,9 @@
 """One Trainer for every task: the Accelerate loop, logging, evaluation; checkpoints go through the Checkpointer.
 
 The step is split in two: `forward_backward` (the task's loss, then backward) and `train_step` (accumulation
-boundary, clipping, non-finite check, optimizer/scheduler). The loop reads: step, log, maybe evaluate, maybe save.
+boundary, clipping, non-finite check, optimizer/scheduler). The loop reads: step, log, maybe evaluate, maybe
+visualise, maybe save. Monitoring (docs/monitoring.md): scalars, the task's visuals and the config as
+hyperparameters go to the trackers of `train.log_with`; the first micro-batch's FLOPs are counted for MFU.
 Resuming restores model, optimizer, scheduler, RNG and the Trainer's counters, then skips the batches of the
 interrupted epoch already consumed, so a resumed run sees the same batches in the same order as an uninterrupted
 one. The Trainer knows tasks only through the TrainableTask protocol.
@@ -22,14 +24,18 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from violet.config import RunConfig
+from violet.distributed import progress_bars
 from violet.engine.checkpointer import Checkpointer
+from violet.engine.efficiency import Efficiency, batch_tokens, peak_flops
 from violet.engine.metadata import run_metadata, throughput_logs
 from violet.engine.model_card import model_card
 from violet.engine.optim import build_optimizer, build_scheduler
 from violet.engine.protocol import TrainableTask
 from violet.engine.rundir import RunDir, RunDirError, write_text
 from violet.engine.state import GeneratorState, SharedGeneratorState, TrainerState
+from violet.engine.tracking import finish_hparams, log_visuals, start_trackers
 from violet.engine.train_log import TrainLog
+from violet.engine.visuals import draw_visuals
 from violet.engine.weights import load_weights
 from violet.models.pretrained import apply_pretrained_init
 
@@ -79,6 +85,8 @@ class Trainer:
         self.checkpointer = Checkpointer(accelerator, self.run, config.train.save_every, config.train.keep_checkpoints,
                                          describe=self.write_run_files)
         self.train_log = TrainLog(self.run.train_log, accelerator.is_main_process)
+        self.efficiency = Efficiency(peak=None, num_processes=accelerator.num_processes)
+        self.visualised_at = -1  # the step of the last visuals
         self.build_data()
         self.build_model()
         self.optimizer = build_optimizer(self.model, config)
@@ -165,13 +173,15 @@ class Trainer:
 
     # ----- the step -----
     def forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
-        with self.accelerator.autocast():
-            loss, logs = self.task.training_step(self.model, batch, self.generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss {loss.item()} at step {self.state.step} ({ {k: float(v) for k, v in logs.items()} }); "
-                "lower train.lr or check the data; the last checkpoint is intact")
-        self.accelerator.backward(loss)  # Accelerate/DeepSpeed scale by accumulation steps themselves
+        with self.efficiency.counting(batch):  # the FLOPs of the first micro-batch only
+            with self.accelerator.autocast():
+                loss, logs = self.task.training_step(self.model, batch, self.generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss {loss.item()} at step {self.state.step} "
+                    f"({ {k: float(v) for k, v in logs.items()} }); lower train.lr or check the data; the last "
+                    "checkpoint is intact")
+            self.accelerator.backward(loss)  # Accelerate/DeepSpeed scale by accumulation steps themselves
         return loss, logs
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
@@ -226,6 +236,8 @@ class Trainer:
                 self.log(logs)
                 if self.config.train.eval_every and self.state.step % self.config.train.eval_every == 0:
                     self.evaluate_and_log("val")
+                if self.config.train.visual_every and self.state.step % self.config.train.visual_every == 0:
+                    self.visualise()
                 if self.checkpointer.due(self.state.step):
                     self.save_checkpoint()
                 if self.state.step >= self.total_steps:
@@ -251,20 +263,28 @@ class Trainer:
             yield
 
     def start(self) -> None:
-        """Record the config, resume if asked, open the trackers."""
+        """Record the config, resume if asked, open the trackers, measure the device's peak FLOP/s."""
         accelerator, config = self.accelerator, self.config
         if config.resume:  # before the config is written: a refused resume must leave the run as it was
             self.resume()
+        self.run_id = ""
         if accelerator.is_main_process:
             self.run.save_config(config)
             # A resumed run keeps its id; a fresh one (or --overwrite) gets a new one.
-            self.run_id = self.run.metadata().get("run_id") if config.resume else None
-            self.run_id = self.run_id or uuid.uuid4().hex[:12]
+            self.run_id = (self.run.metadata().get("run_id") if config.resume else None) or uuid.uuid4().hex[:12]
             self.run.save_metadata(run_metadata(config, accelerator, step=self.state.step, run_id=self.run_id))
-        accelerator.init_trackers("tensorboard", config={"task": config.task, "model": config.model.preset})
+        start_trackers(accelerator, flatten(config.to_dict()), self.run_id)
+        if accelerator.is_main_process:  # only the main process logs
+            self.efficiency.peak, source = peak_flops(accelerator.device, accelerator.mixed_precision)
+            logger.info("MFU against %.3g TFLOP/s per device (%s)", self.efficiency.peak / 1e12, source)
+        # disable=None: tqdm stays quiet when stderr is not a terminal (logs of batch jobs)
         self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=config.task, dynamic_ncols=True,
-                             disable=not accelerator.is_main_process)
-        self.window = {"start": time.perf_counter(), "data_wait": 0.0, "clips": 0}
+                             disable=None if accelerator.is_main_process and config.train.progress else True)
+        self.new_window()
+
+    def new_window(self) -> None:
+        """Start counting throughput afresh (clips, tokens, data waits since now)."""
+        self.window = {"start": time.perf_counter(), "data_wait": 0.0, "clips": 0, "tokens": 0}
 
     def resume(self) -> None:
         found = self.checkpointer.resume()
@@ -293,6 +313,7 @@ class Trainer:
                 if "frames" in batch:  # a batch whose every clip was unreadable is skipped
                     clips = batch["frames"].shape[0] * accelerator.num_processes
                     self.window["clips"] += clips
+                    self.window["tokens"] += batch_tokens(batch, self.config.model) * accelerator.num_processes
                     self.state.samples_seen += clips
                     yield batch
                 fetch_start = time.perf_counter()
@@ -307,12 +328,23 @@ class Trainer:
             return
         elapsed = time.perf_counter() - self.window["start"]
         logs.update(throughput_logs(self.window["clips"], elapsed, self.window["data_wait"]))
+        logs.update(self.efficiency.logs(self.window["clips"], float(self.window["tokens"]), elapsed))
         if logs["perf/data_wait_fraction"] > 0.5 and step > self.config.train.log_every:
             logger.warning("data loading takes %.0f%% of step time: raise data.num_workers",
                            100 * logs["perf/data_wait_fraction"])
         self.accelerator.log(logs, step=step)
         self.train_log.append(step, logs)
-        self.window = {"start": time.perf_counter(), "data_wait": 0.0, "clips": 0}
+        self.new_window()
+
+    def visualise(self) -> None:
+        """The task's visuals of its fixed clips, once per step; their time is left out of the throughput."""
+        if self.visualised_at == self.state.step or not self.config.train.visual_samples:
+            return
+        visuals, seconds = draw_visuals(self.task, self.model, self.accelerator)
+        self.window["start"] += seconds
+        self.visualised_at = self.state.step
+        log_visuals(self.accelerator, visuals, self.state.step)
+        self.accelerator.log({"perf/visuals_s": seconds}, step=self.state.step)
 
     def finish(self) -> dict[str, Any]:
         """Last checkpoint, evaluation choices, export (weights, config, tokenizer, task files), final val metrics."""
@@ -323,6 +355,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.write_run_files(self.run.path)
         metrics = self.evaluate_and_log("val")
+        self.visualise()
+        finish_hparams(self.accelerator, flatten(self.config.to_dict()), metrics)
         if self.accelerator.is_main_process:
             metadata = run_metadata(self.config, self.accelerator, step=self.state.step, run_id=self.run_id,
                                     metrics=metrics, samples_seen=self.state.samples_seen)
@@ -355,7 +389,8 @@ class Trainer:
         in OUT/evaluation_choice.json, which evaluate.py reports."""
         self.model.eval()
         with self.accelerator.autocast():
-            choice = self.task.tune_evaluation(self.model, self.accelerator)
+            with progress_bars(self.config.train.progress):
+                choice = self.task.tune_evaluation(self.model, self.accelerator)
         self.model.train()
         if choice is not None and self.accelerator.is_main_process:
             self.run.save_evaluation_choice(choice)
@@ -378,10 +413,13 @@ class Trainer:
         if not self.task.has_split(split):
             self.accelerator.print(f"no {split} split for {self.task.annotation_kind}: skipping evaluation in training")
             return {}
+        started = time.perf_counter()
         self.model.eval()
         with self.accelerator.autocast():
-            metrics = self.task.evaluate(self.model, self.accelerator, split)
+            with progress_bars(self.config.train.progress):
+                metrics = self.task.evaluate(self.model, self.accelerator, split)
         self.model.train()
+        self.window["start"] += time.perf_counter() - started  # evaluation is not training throughput
         self.accelerator.log({f"{split}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                              step=self.state.step)
         if self.accelerator.is_main_process:

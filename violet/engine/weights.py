@@ -39,6 +39,15 @@ def _resize_table(table: torch.Tensor, target: torch.Size, name: str) -> torch.T
     return series.permute(0, 2, 1).reshape(target).to(table.dtype)
 
 
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every parameter name
+
+
+def plain_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameter names as the plain model has them, also when the state came from a torch.compile'd model."""
+    return {name.replace(COMPILED_PREFIX, "", 1) if name.startswith(COMPILED_PREFIX) else name: tensor
+            for name, tensor in state.items()}
+
+
 def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """The weights of a run directory (its export) or of a resumable `checkpoints/step_N` directory: the model file
     Accelerate saved there, or the fp32 master weights rebuilt from a DeepSpeed ZeRO checkpoint."""
@@ -51,7 +60,7 @@ def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     if not path.exists():
         raise FileNotFoundError(f"no {WEIGHTS} (nor a DeepSpeed {ZERO_TAG}/ checkpoint) in {directory}")
     try:
-        return load_file(str(path)), path
+        return plain_names(load_file(str(path))), path
     except Exception as error:  # safetensors says "incomplete metadata" or similar for a truncated file
         raise ValueError(f"{path} cannot be read ({error}); it is truncated or not a safetensors file: export it "
                          "again (train.py --resume on the run) or use one of its checkpoints/step_N") from None
@@ -109,6 +118,7 @@ def export_weights(accelerator: Accelerator, model: nn.Module, target: Path, zer
     else:
         state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
+        state = plain_names(state)
         state = {name: tensor.detach().float().cpu().contiguous() if tensor.is_floating_point() else tensor.cpu()
                  for name, tensor in state.items() if name not in TIED_ALIASES}
         verify_export(state, unwrapped)
@@ -122,7 +132,7 @@ def export_weights(accelerator: Accelerator, model: nn.Module, target: Path, zer
 def live_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """Full shapes of the model's saved tensors, also when ZeRO-3 has partitioned them (param.ds_shape)."""
     shapes = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
+    for name, tensor in plain_names(model.state_dict(keep_vars=True)).items():
         shapes[name] = tuple(getattr(tensor, "ds_shape", tensor.shape))
     return {name: shape for name, shape in shapes.items() if name not in TIED_ALIASES}
 

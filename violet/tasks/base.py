@@ -135,7 +135,11 @@ class Task:
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        """Metrics of `split`. With `predictions`, the dict also holds "predictions": one dict per row of the
+        split, in row order, built from the very outputs the metrics are computed from (so they always
+        agree), each ranked list or answer list cut at `top_k`. The Trainer never asks for them."""
         raise NotImplementedError
 
     def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
@@ -143,3 +147,11 @@ class Task:
         test split), set them in the config the run saves, and return what was measured (None: nothing to
         choose)."""
         return None
+
+    def visuals(self, model: Any, accelerator: Accelerator) -> dict[str, dict[str, Any]]:
+        """What the model does on a few fixed clips, for the trackers: {"images": {tag: uint8 (H, W, 3)}, "text":
+        {tag: markdown}}. Called on every process in eval mode without gradients; must not use any training random
+        stream. The default shows each clip's frames with the task's prediction (tasks/visuals.py)."""
+        from violet.tasks.visuals import finetune_visuals
+
+        return finetune_visuals(self, model, accelerator.device)

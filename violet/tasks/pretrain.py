@@ -42,6 +42,7 @@ from violet.objectives import (
 from violet.tasks.base import Task
 from violet.tasks.ranking import RetrievalEvaluator, caption_fields, caption_heads
 from violet.tasks.registry import register
+from violet.tasks.visuals import pretrain_visuals
 
 
 @register("pretrain")
@@ -100,11 +101,16 @@ class PretrainTask(Task):
     def train_rows(self) -> Any:
         return self.retrieval.train_rows()
 
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
-        return self.retrieval.evaluate(model, accelerator, split)
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        return self.retrieval.evaluate(model, accelerator, split, predictions, top_k)
 
     def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
         return self.retrieval.tune(model, accelerator)
+
+    def visuals(self, model: Any, accelerator: Accelerator) -> dict[str, dict[str, Any]]:
+        """Per fixed clip: original frames, the masked input, the MVM prediction; the MLM predictions as text."""
+        return pretrain_visuals(self, model, accelerator.device)
 
     def video_grid(self, frames: torch.Tensor) -> tuple[int, int]:
         """(time steps, tokens per step) of the video tokens the encoder produces for these frames."""

@@ -42,12 +42,8 @@ class MultipleChoiceQATask(Task):
         """(B, max options) scores, missing options (rows with fewer) -inf; and the video and text passes."""
         counts = batch["option_counts"]
         video = model("video", frames=batch["frames"])
-        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"])
         owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        fused = model("fusion", text_tokens=text["tokens"], text_mask=batch["text_mask"],
-                      video_tokens=video["tokens"][owner])
-        dual = text["logit_scale"].float() * (text["embed"].float() * video["embed"][owner].float()).sum(dim=-1)
-        flat = match_score(fused["vtm_logits"]) + dual
+        flat, text = score_options(model, video, batch["text_ids"], batch["text_mask"], owner)
         scores = torch.full((len(counts), int(counts.max())), float("-inf"), device=flat.device)
         column = torch.arange(len(owner), device=counts.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         scores[owner, column] = flat
@@ -66,16 +62,51 @@ class MultipleChoiceQATask(Task):
         acc = (scores.argmax(dim=1) == answer).float().mean()
         return loss + terms["vtc"], {"qa_mc": loss, "vtc": terms["vtc"], "qa_mc_acc": acc.detach()}
 
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        """Accuracy and chance; with `predictions`, also one dict per question (row order) from the same
+        scores (`top_k` is unused: every option's score is listed)."""
         rows = self.require_split(split)
-        out = self.predict_rows(
-            accelerator, rows,
-            lambda batch: {"prediction": self.option_scores(model, batch)[0].argmax(dim=1),
-                           "answer": batch["answer_index"]},
-            f"{split} qa_mc",
-        )
+        width = max(len(options) for options in rows["options"])  # one width for every batch, so they concatenate
+
+        def compute(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            scores = self.option_scores(model, batch)[0]
+            out = {"prediction": scores.argmax(dim=1), "answer": batch["answer_index"]}
+            if predictions:
+                out["scores"] = F.pad(scores.float(), (0, width - scores.shape[1]), value=float("-inf"))
+            return out
+
+        out = self.predict_rows(accelerator, rows, compute, f"{split} qa_mc")
         num_options = torch.tensor([len(options) for options in rows["options"]], dtype=torch.float)
-        return {
+        metrics: dict[str, Any] = {
             "accuracy": accuracy(out["prediction"], out["answer"]), "n": len(rows),
             "chance": float((1.0 / num_options).mean() * 100),
         }
+        if predictions:
+            metrics["predictions"] = option_predictions(rows, out)
+        return metrics
+
+
+def score_options(
+    model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor
+) -> tuple[torch.Tensor, dict]:
+    """The score of each "question option" text against its video (`owner[i]` = the row of `video`, a video
+    pass's output, that text i belongs to): VTM match log-odds of the fused pair plus the scaled dual-encoder
+    similarity. Returns the flat scores and the text pass. The task and violet.load both score with this."""
+    text = model("text", ids=ids, mask=mask)
+    fused = model("fusion", text_tokens=text["tokens"], text_mask=mask, video_tokens=video["tokens"][owner])
+    dual = text["logit_scale"].float() * (text["embed"].float() * video["embed"][owner].float()).sum(dim=-1)
+    return match_score(fused["vtm_logits"]) + dual, text
+
+
+def option_predictions(rows: Any, out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """One dict per question from evaluation's gathered outputs; `correct` is what accuracy() counts."""
+    predictions = []
+    for index, row in enumerate(rows):
+        predicted, answer = int(out["prediction"][index]), int(out["answer"][index])
+        predictions.append({
+            "index": index, "video": row["video"], "question": row["question"], "options": list(row["options"]),
+            "prediction": predicted, "answer": answer, "correct": predicted == answer and answer >= 0,
+            "scores": out["scores"][index, :len(row["options"])].tolist(),
+        })
+    return predictions

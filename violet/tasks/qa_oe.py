@@ -63,9 +63,7 @@ class OpenEndedQATask(Task):
 
     def answer_logits(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
         video = model("video", frames=batch["frames"])
-        text = model("text", ids=batch["text_ids"], mask=batch["text_mask"], embed=False)["tokens"]
-        fused = model("fusion", text_tokens=text, text_mask=batch["text_mask"], video_tokens=video["tokens"])
-        return fused["answer_logits"], video
+        return answer_logits(model, video, batch["text_ids"], batch["text_mask"]), video
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         logits, video = self.answer_logits(model, batch)
@@ -80,14 +78,47 @@ class OpenEndedQATask(Task):
         acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
         return loss + terms["vtc"], {"qa_oe": loss, "vtc": terms["vtc"], "qa_oe_acc": acc.detach()}
 
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        """Accuracy over all rows (out-of-vocabulary answers count as wrong); with `predictions`, also one dict
+        per question (row order) with its `top_k` answers, from the same logits."""
         rows = self.require_split(split)
-        out = self.predict_rows(
-            accelerator, rows,
-            lambda batch: {"prediction": self.answer_logits(model, batch)[0].argmax(dim=1), "answer": batch["label"]},
-            f"{split} qa_oe",
-        )
-        return {
+        k = min(top_k, len(self.answers))
+
+        def compute(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            logits = self.answer_logits(model, batch)[0].float()
+            out = {"prediction": logits.argmax(dim=1), "answer": batch["label"]}
+            if predictions:
+                top = logits.softmax(dim=-1).topk(k, dim=1)
+                out.update(top_probability=top.values, top_answer=top.indices)
+            return out
+
+        out = self.predict_rows(accelerator, rows, compute, f"{split} qa_oe")
+        metrics: dict[str, Any] = {
             "accuracy": accuracy(out["prediction"], out["answer"]), "n": len(rows),
             "n_oov": int((out["answer"] < 0).sum()), "num_answers": len(self.answers),
         }
+        if predictions:
+            metrics["predictions"] = self.answer_predictions(rows, out)
+        return metrics
+
+    def answer_predictions(self, rows: Any, out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One dict per question from evaluation's gathered outputs; `correct` is what accuracy() counts."""
+        predictions = []
+        for index, row in enumerate(rows):
+            predicted, label = int(out["prediction"][index]), int(out["answer"][index])
+            top = zip(out["top_answer"][index].tolist(), out["top_probability"][index].tolist())
+            predictions.append({
+                "index": index, "video": row["video"], "question": row["question"],
+                "prediction": self.answers[predicted], "answer": row["answer"], "in_vocabulary": label >= 0,
+                "correct": predicted == label and label >= 0,
+                "top": [{"answer": self.answers[i], "probability": p} for i, p in top],
+            })
+        return predictions
+
+
+def answer_logits(model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits over the answer vocabulary of each question (token ids and mask) about its video (`video`, a video
+    pass's output, one row per question). The task and violet.load both answer with this."""
+    text = model("text", ids=ids, mask=mask, embed=False)["tokens"]
+    return model("fusion", text_tokens=text, text_mask=mask, video_tokens=video["tokens"])["answer_logits"]

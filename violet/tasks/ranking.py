@@ -15,7 +15,7 @@ from violet.config import ObjectiveConfig
 from violet.data.collate import make_collate, unique_videos
 from violet.data.text import tokenize
 from violet.distributed import gather_by_index, run_sharded
-from violet.metrics import retrieval_metrics
+from violet.metrics import ranks_of_targets, retrieval_metrics
 from violet.objectives import match_score
 from violet.tasks.base import Task
 
@@ -45,6 +45,41 @@ def held_back(video: str) -> bool:
     return zlib.crc32(video.encode()) % 10 == 0
 
 
+def retrieval_predictions(
+    scores: torch.Tensor, text_to_video: torch.Tensor, captions: list[str], video_ids: list[str], top_k: int
+) -> list[dict[str, Any]]:
+    """One dict per caption, in row order: its text, gold video, the gold video's 1-based rank and the top-k
+    videos, from `scores` (texts, videos), the matrix the t2v metrics are computed from.
+
+    The rank is ranks_of_targets' (ties count against the query), and the listed order follows it: the gold
+    video sits at position rank-1 of the list whenever rank <= k, so R@1 recomputed from the list or from the
+    ranks equals the metric. A re-ranked entry's score is its VTM match log-odds (RERANKED_OFFSET removed,
+    `reranked` true); other scores are dual-encoder cosines."""
+    ranks = ranks_of_targets(scores, text_to_video).long().tolist()
+    num_videos = scores.shape[1]
+    k = min(top_k, num_videos)
+    rows = []
+    for text, caption in enumerate(captions):
+        gold, rank = int(text_to_video[text]), ranks[text]
+        wrong = scores[text].float().clone()
+        wrong[gold] = float("-inf")
+        order = wrong.topk(min(k, num_videos - 1)).indices.tolist()
+        if rank <= k:
+            order.insert(rank - 1, gold)
+        rows.append({
+            "index": text, "text": caption, "video": video_ids[gold], "rank": rank, "correct": rank == 1,
+            "top": [_ranked_entry(float(scores[text, v]), video_ids[v], v == gold) for v in order[:k]],
+        })
+    return rows
+
+
+def _ranked_entry(score: float, video: str, correct: bool) -> dict[str, Any]:
+    # Cosines lie in [-1, 1] and VTM log-odds far below the offset: above half of it means re-ranked.
+    reranked = score > RERANKED_OFFSET / 2
+    return {"video": video, "score": score - RERANKED_OFFSET if reranked else score, "reranked": reranked,
+            "correct": correct}
+
+
 class RetrievalEvaluator:
     """Zero-shot or fine-tuned retrieval evaluation of a caption task, and the data-driven choice of
     eval.rerank_k. It reads the task's splits, loaders, tokenizer and config; VTM re-ranking is used only when
@@ -72,11 +107,19 @@ class RetrievalEvaluator:
             return self.task.require_split("train").filter(held_back, input_columns="video")
         return self.task.require_split(split)
 
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        """Retrieval metrics; with `predictions`, also one dict per caption (row order) ranked by the very
+        score matrix the metrics come from (see retrieval_predictions)."""
         rows = self.eval_rows(split)
         features = self.encode_split(model, accelerator, rows, split)
         rerank_k = self.config.eval.rerank_k if self.matching else 0
-        return {**self.rank(model, accelerator, features, rerank_k), "rerank_k": rerank_k}
+        t2v_scores, v2t_scores = self.score_matrices(model, accelerator, features, rerank_k)
+        metrics = {**retrieval_metrics(t2v_scores, features["text_to_video"], v2t_scores), "rerank_k": rerank_k}
+        if predictions:
+            metrics["predictions"] = retrieval_predictions(
+                t2v_scores, features["text_to_video"], rows["caption"], features["video_ids"], top_k)
+        return metrics
 
     def tune(self, model: Any, accelerator: Accelerator) -> dict[str, Any]:
         """Choose eval.rerank_k by data: t2v R@1 of each k on val (or the held-back slice of train); ties and
@@ -122,10 +165,18 @@ class RetrievalEvaluator:
 
         text_loader = accelerator.prepare(task.loader(_CaptionRows(rows), batch_size, False, _collate_captions))
         text_out = gather_by_index(accelerator, text_loader, encode_texts, len(rows), f"{split} captions")
-        return {"video": video_out, "text": text_out, "text_to_video": text_to_video}
+        return {"video": video_out, "text": text_out, "text_to_video": text_to_video, "video_ids": videos["video"]}
 
     def rank(self, model: Any, accelerator: Accelerator, features: dict[str, Any], rerank_k: int) -> dict[str, Any]:
         """Retrieval metrics of dual-encoder ranking, with the top-k per query re-ranked by VTM when k != 0."""
+        t2v_scores, v2t_scores = self.score_matrices(model, accelerator, features, rerank_k)
+        return retrieval_metrics(t2v_scores, features["text_to_video"], v2t_scores)
+
+    def score_matrices(
+        self, model: Any, accelerator: Accelerator, features: dict[str, Any], rerank_k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(texts, videos) and (videos, texts) ranking scores: the dual-encoder similarity, with each query's
+        top-k set to RERANKED_OFFSET + its VTM match score when k != 0."""
         video_out, text_out = features["video"], features["text"]
         similarity = text_out["embed"].float() @ video_out["embed"].float().T  # (texts, videos)
         t2v_scores, v2t_scores = similarity.clone(), similarity.T.clone()
@@ -146,7 +197,7 @@ class RetrievalEvaluator:
             for v in range(similarity.shape[1]):
                 for t in v2t_top[v].tolist():
                     v2t_scores[v, t] = RERANKED_OFFSET + matched[(t, v)]
-        return retrieval_metrics(t2v_scores, features["text_to_video"], v2t_scores)
+        return t2v_scores, v2t_scores
 
     def match_pairs(
         self, model: Any, accelerator: Accelerator, features: dict[str, Any], pairs: list[tuple[int, int]]

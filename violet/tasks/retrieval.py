@@ -41,8 +41,9 @@ class RetrievalTask(Task):
     def train_rows(self) -> Any:
         return self.retrieval.train_rows()
 
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str) -> dict[str, Any]:
-        return self.retrieval.evaluate(model, accelerator, split)
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        return self.retrieval.evaluate(model, accelerator, split, predictions, top_k)
 
     def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
         return self.retrieval.tune(model, accelerator)
