@@ -15,7 +15,6 @@ tried again once its size or modification time changes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from violet.data.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from violet.engine.checkpointer import file_digest
 from violet.engine.rundir import write_text
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,6 @@ FLUSH_EVERY = 4  # batches between writes: what a kill can cost, against rewriti
 
 class IndexError_(RuntimeError):  # noqa: N801 - IndexError is Python's
     """An index that cannot be used as asked (another run's, another directory's, already complete...)."""
-
-
-def weights_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_videos(root: Path) -> list[str]:
@@ -173,7 +165,7 @@ def build_index(model: Any, videos_dir: str | os.PathLike[str], out: str | os.Pa
     videos_dir = Path(videos_dir).resolve()
     if not videos_dir.is_dir():
         raise IndexError_(f"--videos {videos_dir} is not a directory")
-    run = {"path": str(model.run.path.resolve()), "weights_sha256": weights_sha256(model.run.weights_path)}
+    run = {"path": str(model.run.path.resolve()), "weights_sha256": file_digest(model.run.weights_path)}
     window = window_settings(model, Path(out), window_stride)
     index = open_for_writing(Path(out), run, videos_dir, window, add)
     index.manifest["complete"] = False

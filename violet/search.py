@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from violet.index import IndexError_, VideoIndex, weights_sha256
+from violet.engine.checkpointer import file_digest
+from violet.index import IndexError_, VideoIndex
 
 
 def search(model: Any, index: VideoIndex, queries: Sequence[str], k: int = 5) -> list[list[dict[str, Any]]]:
@@ -36,7 +37,7 @@ def load_index_model(index: VideoIndex, checkpoint: str | None, device: str | No
 
     recorded = index.manifest["run"]
     model = load(checkpoint or recorded["path"], device)
-    if weights_sha256(model.run.weights_path) != recorded["weights_sha256"]:
+    if file_digest(model.run.weights_path) != recorded["weights_sha256"]:
         raise IndexError_(f"{model.run.weights_path} is not the model {index.root} was made with (its weights "
                           "changed): index again with python -m violet.index")
     return model

@@ -40,13 +40,13 @@ from violet.objectives import (
     tube_mask,
 )
 from violet.tasks.base import Task
-from violet.tasks.ranking import RetrievalEvaluator, caption_fields, caption_heads
+from violet.tasks.ranking import EvaluatedByRetrieval, RetrievalEvaluator, caption_fields, caption_heads
 from violet.tasks.registry import register
 from violet.tasks.visuals import pretrain_visuals
 
 
 @register("pretrain")
-class PretrainTask(Task):
+class PretrainTask(EvaluatedByRetrieval, Task):
     annotation_kind = "captions"
     heads = ("vtc", "vtm", "mlm", "mvm")
     supports_zero_shot = True
@@ -98,15 +98,6 @@ class PretrainTask(Task):
                           num_workers=workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0)
 
-    def train_rows(self) -> Any:
-        return self.retrieval.train_rows()
-
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
-                 top_k: int = 10) -> dict[str, Any]:
-        return self.retrieval.evaluate(model, accelerator, split, predictions, top_k)
-
-    def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
-        return self.retrieval.tune(model, accelerator)
 
     def visuals(self, model: Any, accelerator: Accelerator) -> dict[str, dict[str, Any]]:
         """Per fixed clip: original frames, the masked input, the MVM prediction; the MLM predictions as text."""

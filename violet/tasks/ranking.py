@@ -80,6 +80,23 @@ def _ranked_entry(score: float, video: str, correct: bool) -> dict[str, Any]:
             "correct": correct}
 
 
+class EvaluatedByRetrieval:
+    """For caption tasks that hold a RetrievalEvaluator as `self.retrieval`: their train rows, evaluation and
+    evaluation tuning are its (a few delegating methods, shared rather than written into each task)."""
+
+    retrieval: RetrievalEvaluator
+
+    def train_rows(self) -> Any:
+        return self.retrieval.train_rows()
+
+    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
+                 top_k: int = 10) -> dict[str, Any]:
+        return self.retrieval.evaluate(model, accelerator, split, predictions, top_k)
+
+    def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
+        return self.retrieval.tune(model, accelerator)
+
+
 class RetrievalEvaluator:
     """Zero-shot or fine-tuned retrieval evaluation of a caption task, and the data-driven choice of
     eval.rerank_k. It reads the task's splits, loaders, tokenizer and config; VTM re-ranking is used only when

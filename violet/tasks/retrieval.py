@@ -4,16 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 
 from violet.objectives import contrastive_and_matching
 from violet.tasks.base import Task
-from violet.tasks.ranking import RetrievalEvaluator, caption_fields, caption_heads
+from violet.tasks.ranking import EvaluatedByRetrieval, RetrievalEvaluator, caption_fields, caption_heads
 from violet.tasks.registry import register
 
 
 @register("retrieval")
-class RetrievalTask(Task):
+class RetrievalTask(EvaluatedByRetrieval, Task):
     annotation_kind = "captions"
     heads = ("vtc", "vtm")
     supports_zero_shot = True
@@ -38,12 +37,3 @@ class RetrievalTask(Task):
         return terms["vtc"] + terms["vtm"], terms
 
     # ----- evaluation -----
-    def train_rows(self) -> Any:
-        return self.retrieval.train_rows()
-
-    def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
-                 top_k: int = 10) -> dict[str, Any]:
-        return self.retrieval.evaluate(model, accelerator, split, predictions, top_k)
-
-    def tune_evaluation(self, model: Any, accelerator: Accelerator) -> dict[str, Any] | None:
-        return self.retrieval.tune(model, accelerator)
