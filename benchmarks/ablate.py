@@ -33,6 +33,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "retrieval/schedule=cosine": ("retrieval", ["train.lr_schedule=cosine"]),
     "retrieval/epochs=20": ("retrieval", ["train.epochs=20"]),
     "retrieval/epochs=80": ("retrieval", ["train.epochs=80"]),
+    "retrieval/epochs=160": ("retrieval", ["train.epochs=160"]),
     "retrieval/width=256": ("retrieval", ["model.width=256", "model.embed_dim=256"]),
     "retrieval/vtm_weight=1": ("retrieval", ["objective.vtm_weight=1"]),
     "retrieval/vtm_weight=1,random_negatives": ("retrieval", ["objective.vtm_weight=1",
@@ -43,8 +44,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "retrieval/no_augment": ("retrieval", ["data.train_augment=false"]),
     "qa-mc/default": ("qa-mc", []),
     "qa-mc/vtc_weight=0": ("qa-mc", ["objective.vtc_weight=0"]),
+    "qa-mc/epochs=40": ("qa-mc", ["train.epochs=40"]),
+    "qa-mc/epochs=80": ("qa-mc", ["train.epochs=80"]),
     "qa-oe/default": ("qa-oe", []),
     "qa-oe/vtc_weight=0": ("qa-oe", ["objective.vtc_weight=0"]),
+    "qa-oe/epochs=16": ("qa-oe", ["train.epochs=16"]),
+    "qa-oe/epochs=32": ("qa-oe", ["train.epochs=32"]),
 }
 HEADLINE = {"retrieval": ("t2v_r1", "t2v_r5", "t2v_r10"), "qa-mc": ("accuracy",), "qa-oe": ("accuracy",)}
 
