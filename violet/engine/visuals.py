@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +30,8 @@ def isolated_rng(device: torch.device) -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
-def draw_visuals(task: TrainableTask, model: Any, accelerator: Accelerator) -> tuple[dict[str, Any], float]:
-    """(the task's visuals, seconds spent); every process runs the model (ZeRO-3 gathers need all ranks)."""
-    start = time.perf_counter()
+def draw_visuals(task: TrainableTask, model: Any, accelerator: Accelerator) -> dict[str, Any]:
+    """The task's visuals; every process runs the model (ZeRO-3 gathers need all ranks)."""
     was_training = model.training
     model.eval()
     try:
@@ -41,4 +39,4 @@ def draw_visuals(task: TrainableTask, model: Any, accelerator: Accelerator) -> t
             visuals = task.visuals(model, accelerator)
     finally:
         model.train(was_training)
-    return visuals or {}, time.perf_counter() - start
+    return visuals or {}
