@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Step time on CPU, same global batch: 1 process vs 2-process ZeRO-2 vs 2-process ZeRO-3 (retrieval, tiny preset).
-# Usage: bash benchmarks/zero_step_time.sh [DATA] [STEPS] [GLOBAL_BATCH]
-#   DATA defaults to benchmarks/.data/demo (made and prepared on first use).
+# Usage: bash benchmarks/zero_step_time.sh [DATA] [STEPS] [GLOBAL_BATCH] [KEY=VALUE ...]
+#   DATA defaults to benchmarks/.data/demo (made and prepared on first use). Overrides after the batch go to every
+#   run alike (e.g. objective.vtm_weight=1 to time the step with the VTM pass, as the first measurements did).
 # Prints one JSON line per setting; seconds per optimizer step are taken from train_log.jsonl after the first
 # logging window (which includes start-up, DeepSpeed's JIT build and the first batches).
 set -euo pipefail
@@ -10,12 +11,13 @@ BIN=.venv/bin
 DATA=${1:-benchmarks/.data/demo}
 STEPS=${2:-40}
 GLOBAL=${3:-32}
+shift $(( $# < 3 ? $# : 3 ))
 RUNS=$(mktemp -d)
 if [ ! -d "$DATA/hf" ]; then
   $BIN/python -m prepare.demo "$DATA" && $BIN/python -m prepare "$DATA"
 fi
 COMMON=(train.py --task retrieval --data "$DATA" --max-steps "$STEPS" train.log_every=10 train.save_every=0
-        train.eval_every=0 data.num_workers=1 train.mixed_precision=no)
+        train.eval_every=0 data.num_workers=1 train.mixed_precision=no "$@")
 report() {  # label, output dir, processes
   $BIN/python - "$1" "$2" "$3" "$GLOBAL" <<'PY'
 import json, sys
