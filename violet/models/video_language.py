@@ -47,11 +47,17 @@ def pixel_target_dim(config: ModelConfig) -> int:
 class MLMHead(nn.Module):
     """BERT's prediction head; the decoder weight is tied to the word embeddings."""
 
-    def __init__(self, width: int, word_embeddings: nn.Embedding) -> None:
+    def __init__(self, width: int, word_embeddings: nn.Embedding, unit_embeddings: bool) -> None:
         super().__init__()
         self.transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width))
         self.decoder = nn.Linear(width, word_embeddings.num_embeddings)
         self.decoder.weight = word_embeddings.weight
+        if unit_embeddings:
+            # Tied to embeddings at PyTorch's N(0, 1) init, a unit-variance input gives logits of std sqrt(width):
+            # MLM started at ~39 (uniform is ln V ~ 10), its gradient norm ~80 took the whole clipping budget and
+            # the contrastive loss of the same step sat at ln(batch) for ~100 steps. Starting the output norm's
+            # scale at width^-1/2 gives logits of std ~1, as BERT's 0.02 embeddings do at width 768.
+            nn.init.constant_(self.transform[2].weight, width ** -0.5)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.transform(hidden))
@@ -136,7 +142,7 @@ class VideoLanguageModel(nn.Module):
         if name == "vtm":
             return classifier(width, 2)
         if name == "mlm":
-            return MLMHead(width, self.text.embeddings.word_embeddings)
+            return MLMHead(width, self.text.embeddings.word_embeddings, unit_embeddings=self.config.init_std == 0)
         if name == "mvm":
             return MAEDecoder(self.config, mvm_dim) if self.mae_style else nn.Linear(width, mvm_dim)
         if num_answers < 1:
