@@ -83,14 +83,12 @@ def one_run(name: str, seed: int, data: Path, out: Path) -> dict:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     seconds = run(launch(["--task", task, "--data", str(data), "--output-dir", str(run_dir), "eval.split=val",
                           *overrides]), run_dir.with_suffix(".train.log"))
-    if task == "pretrain":  # a pretraining run is judged by zero-shot retrieval
-        metrics = evaluate("retrieval", data, run_dir, run_dir.with_suffix(".eval.json"), ["--zero-shot"], "val")
-        metrics["val_curve_t2v_r1"] = val_curve(run_dir.with_suffix(".train.log"))
-    else:
-        metrics = evaluate(task, data, run_dir, run_dir.with_suffix(".eval.json"), split="val")
+    pretrain = task == "pretrain"  # a pretraining run is judged by zero-shot retrieval
+    metrics = evaluate("retrieval" if pretrain else task, data, run_dir, run_dir.with_suffix(".eval.json"),
+                       ["--zero-shot"] if pretrain else [], "val")
     result = {key: round(metrics[key], 2) for key in HEADLINE[task]}
-    if "val_curve_t2v_r1" in metrics:
-        result["val_curve_t2v_r1"] = metrics["val_curve_t2v_r1"]
+    if pretrain:
+        result["val_curve_t2v_r1"] = val_curve(run_dir.with_suffix(".train.log"))
     result.update(seconds=round(seconds, 1), rerank_k=metrics.get("rerank_k"))
     result_file.write_text(json.dumps(result) + "\n")
     return result
