@@ -6,6 +6,7 @@ import sys
 
 from violet.config import ConfigError
 from violet.data.text import load_tokenizer
+from violet.engine.resize import adapt_batch_to_processes, launched_processes
 from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.trainer import Trainer
 from violet.models import PRESETS
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
             init=args.init or "", data_dir=args.data, output_dir=args.output_dir,
             resume=args.resume,
         )
+        # A resume on another process count keeps the saved global batch: decided before the Accelerator exists.
+        resized_batch = adapt_batch_to_processes(config, launched_processes()) if args.resume else None
     except (ConfigError, RunDirError) as error:  # a bad key or value is the user's to fix: no traceback
         raise SystemExit(f"config error: {error}") from None
     require_prepared(config.data.data_dir)
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = build_accelerator(config, config.output_dir)
     setup_logging(accelerator)
     accelerator.print(config.to_json())
+    if resized_batch:
+        accelerator.print(resized_batch)
     task = task_cls(config, tokenizer)
     try:
         return Trainer(config, accelerator, task, overwrite=args.overwrite).train()

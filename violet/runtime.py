@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 
 from violet.config import ConfigError, RunConfig, apply_overrides, load_yaml, parse_dotted
@@ -65,7 +65,16 @@ def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str 
     # (A single plain process must not get a backend handler: Accelerate would then expect a process group.)
     launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    handlers = [InitProcessGroupKwargs(backend=backend)] if launched_distributed else []
+    handlers: list[Any] = []
+    if launched_distributed:
+        # find_unused_parameters: a task may leave parts of the one model idle (retrieval without its VTM term
+        # builds the fusion stack that --init for QA later needs); DDP would otherwise fail at the second step.
+        handlers = [InitProcessGroupKwargs(backend=backend), DistributedDataParallelKwargs(static_graph=True)]
+    # Ranks started by torchrun (or `accelerate launch --multi_gpu`) on a machine without CUDA are only treated as
+    # one distributed job when Accelerate is told it runs on CPU; otherwise each rank trains alone, unsynchronised.
+    # DeepSpeed launches keep their own distributed type.
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    cpu_job = launched_distributed and not torch.cuda.is_available() and not deepspeed
     trackers = []
     if project_dir:
         try:
@@ -73,6 +82,7 @@ def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str 
         except ValueError as error:  # e.g. wandb asked for but not installed
             raise SystemExit(f"config error: {error}") from None
     accelerator = Accelerator(
+        cpu=cpu_job,
         gradient_accumulation_steps=config.train.grad_accum,
         mixed_precision=mixed_precision(config.train.mixed_precision),
         log_with=trackers or None,
@@ -83,6 +93,10 @@ def build_accelerator(config: RunConfig, project_dir: str | None, log_with: str 
         # again for saving, so checkpoints keep the plain parameter names.
         dynamo_backend="inductor" if config.train.compile else "no",
     )
+    if launched_distributed and accelerator.distributed_type.name == "NO":
+        raise SystemExit(f"launched as {os.environ['WORLD_SIZE']} processes, but Accelerate set up no distributed "
+                         "job: each process would train alone; launch with `accelerate launch` and a config for "
+                         "this machine (accelerate_configs/)")
     set_seed(config.train.seed, device_specific=False)
     return accelerator
 

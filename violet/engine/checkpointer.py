@@ -82,6 +82,15 @@ def verify_checkpoint(directory: Path, full: bool = True) -> str | None:
     return None
 
 
+def finished_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint directories under `root` that were completely written, oldest first (not yet hash-verified)."""
+    if not root.exists():
+        return []
+    done = [path for path in root.glob("step_*") if path.is_dir() and not path.name.endswith(PARTIAL)
+            and ((path / MANIFEST).exists() or (path / LEGACY_MARKER).exists())]
+    return sorted(done, key=step_of)
+
+
 class Checkpointer:
     def __init__(self, accelerator: Accelerator, run: RunDir, every: int, keep: int,
                  describe: Callable[[Path], None] | None = None) -> None:
@@ -103,13 +112,7 @@ class Checkpointer:
         return bool(self.every) and step % self.every == 0
 
     def finished(self) -> list[Path]:
-        """Checkpoint directories that were completely written, oldest first (not yet hash-verified)."""
-        root = self.run.checkpoints_dir
-        if not root.exists():
-            return []
-        done = [path for path in root.glob("step_*") if path.is_dir() and not path.name.endswith(PARTIAL)
-                and ((path / MANIFEST).exists() or (path / LEGACY_MARKER).exists())]
-        return sorted(done, key=step_of)
+        return finished_checkpoints(self.run.checkpoints_dir)
 
     def save(self, step: int) -> Path:
         """Write the resumable state of `step` atomically; every rank calls this."""
@@ -148,16 +151,18 @@ class Checkpointer:
         for old in self.finished()[:-self.keep] if self.keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
 
-    def resume(self) -> Path | None:
-        """Load the newest checkpoint that verifies and loads; None when there is none at all."""
+    def resume(self, stage: Callable[[Path], Path] | None = None) -> Path | None:
+        """Load the newest checkpoint that verifies and loads; None when there is none at all.
+
+        `stage(checkpoint)`, run on the main process, returns the directory to load the model and optimizer from
+        instead (e.g. a format conversion beside it); it is removed again after loading."""
         candidates = self.finished()
         refused = []
         for path in reversed(candidates):
             problem = verify_checkpoint(path)
             if problem is None:
                 try:
-                    self.accelerator.load_state(str(path))
-                    load_states(self.tracked, path)
+                    self.load(path, stage)
                 except Exception as error:  # a file the manifest cannot vouch for (legacy) or a version mismatch
                     problem = f"loading {path} failed: {type(error).__name__}: {error}"
             if problem is None:
@@ -169,6 +174,29 @@ class Checkpointer:
         if refused:
             raise CheckpointError("no usable checkpoint in " f"{self.run.checkpoints_dir}: " + "; ".join(refused))
         return None
+
+    def load(self, path: Path, stage: Callable[[Path], Path] | None) -> None:
+        accelerator = self.accelerator
+        staged: list[Path | str | None] = [None]
+        if stage is not None:
+            if accelerator.is_main_process:
+                try:
+                    staged[0] = stage(path)
+                except Exception as error:  # told to every rank, so none waits for a directory that never comes
+                    staged[0] = f"preparing {path} for loading failed: {type(error).__name__}: {error}"
+            if accelerator.num_processes > 1:  # every rank loads what the main process staged
+                from accelerate.utils import broadcast_object_list
+
+                broadcast_object_list(staged)
+            if isinstance(staged[0], str):
+                raise RuntimeError(staged[0])
+        try:
+            accelerator.load_state(str(staged[0] or path))
+            load_states(self.tracked, path)
+        finally:
+            accelerator.wait_for_everyone()
+            if staged[0] is not None and accelerator.is_main_process:
+                shutil.rmtree(staged[0], ignore_errors=True)
 
     def export(self, model: nn.Module, checkpoint: Path) -> None:
         export_weights(self.accelerator, model, self.run.weights_path, checkpoint)

@@ -28,6 +28,7 @@ class TrainerState:
     samples_seen: int = 0
     bad_samples: int = 0
     seed: int = 0
+    num_processes: int = 0  # of the run that saved it (0 in checkpoints older than this field)
 
     def state_dict(self) -> dict[str, int]:
         return asdict(self)

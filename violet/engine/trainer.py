@@ -31,6 +31,13 @@ from violet.engine.metadata import run_metadata, throughput_logs
 from violet.engine.model_card import model_card
 from violet.engine.optim import build_optimizer, build_scheduler
 from violet.engine.protocol import TrainableTask
+from violet.engine.resize import (
+    carry_over,
+    global_batch_of,
+    restore_group_settings,
+    saved_processes,
+    universal_loading,
+)
 from violet.engine.rundir import RunDir, RunDirError, write_text
 from violet.engine.state import GeneratorState, SharedGeneratorState, TrainerState
 from violet.engine.tracking import finish_hparams, log_visuals, start_trackers
@@ -51,12 +58,19 @@ FIXED_ON_RESUME = ("model", "objective", "train.lr", "train.weight_decay", "trai
 FREE_ON_RESUME = ("model.grad_checkpointing", "model.video_init", "model.text_init")  # no effect on what is restored
 
 
-def refuse_changed_settings(checkpoint: RunDir, config: RunConfig) -> None:
+def refuse_changed_settings(checkpoint: RunDir, config: RunConfig, processes: int) -> None:
     if not checkpoint.config_path.exists():
         return  # a checkpoint written before steps carried their config: nothing to compare against
+    free = FREE_ON_RESUME
+    if saved_processes(checkpoint.path) != processes:  # train.py re-split the global batch for this count
+        saved_global, wanted_global = global_batch_of(checkpoint.path, config, processes)
+        if saved_global != wanted_global:
+            raise RunDirError(f"--resume keeps the global batch of {checkpoint.path} ({saved_global}); "
+                              f"{processes} processes x train.batch_size x train.grad_accum give {wanted_global}")
+        free = (*free, "train.batch_size", "train.grad_accum")
     saved, wanted = flatten(checkpoint.load_config().to_dict()), flatten(config.to_dict())
     changed = [f"{key}: {saved.get(key)!r} -> {wanted[key]!r}" for key in wanted
-               if key.startswith(FIXED_ON_RESUME) and key not in FREE_ON_RESUME and saved.get(key) != wanted[key]]
+               if key.startswith(FIXED_ON_RESUME) and key not in free and saved.get(key) != wanted[key]]
     if changed:
         raise RunDirError(f"--resume cannot change {'; '.join(changed)} (the checkpoint {checkpoint.path} restores "
                           "the old optimizer, schedule, data order and model); resume without these overrides, or "
@@ -81,7 +95,7 @@ class Trainer:
         self.accelerator = accelerator
         self.task = task
         self.run = RunDir(config.output_dir)
-        self.state = TrainerState(seed=config.train.seed)
+        self.state = TrainerState(seed=config.train.seed, num_processes=accelerator.num_processes)
         self.checkpointer = Checkpointer(accelerator, self.run, config.train.save_every, config.train.keep_checkpoints,
                                          describe=self.write_run_files)
         self.train_log = TrainLog(self.run.train_log, accelerator.is_main_process)
@@ -91,6 +105,7 @@ class Trainer:
         self.build_model()
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps, accelerator.num_processes)
+        self.stage_checkpoint = universal_loading(accelerator, config)  # before prepare builds the engine
         if self.streaming:  # not prepared: Accelerate would shard or dispatch the IterableDataset a second time
             self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, self.optimizer, self.scheduler)
         else:
@@ -287,13 +302,18 @@ class Trainer:
         self.window = {"start": time.perf_counter(), "data_wait": 0.0, "clips": 0, "tokens": 0}
 
     def resume(self) -> None:
-        found = self.checkpointer.resume()
+        weight_decay = [group["weight_decay"] for group in self.optimizer.param_groups]
+        found = self.checkpointer.resume(self.stage_checkpoint)
+        if self.stage_checkpoint is not None:
+            restore_group_settings(self.optimizer, weight_decay)
         if found is None:
             self.accelerator.print(f"--resume: no finished checkpoint in {self.run.checkpoints_dir}, starting at step 0")
             return
-        refuse_changed_settings(RunDir(found), self.config)
+        processes = self.accelerator.num_processes
+        refuse_changed_settings(RunDir(found), self.config, processes)
+        resized = carry_over(self.state, self.scheduler, found, self.config, processes)
         self.train_log.rewind(self.state.step)
-        self.accelerator.print(f"resumed from {found} at step {self.state.step}, epoch {self.state.epoch}, "
+        self.accelerator.print(f"resumed from {found} at step {self.state.step}{resized}, epoch {self.state.epoch}, "
                                f"batch {self.state.batches_in_epoch}")
 
     def batches(self) -> Iterator[dict[str, Any]]:
