@@ -14,7 +14,9 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or name in skip else decay).append(parameter)
+        # A parameter ZeRO-3 partitioned while building the model is a flat slice: its real shape is ds_shape.
+        ndim = len(getattr(parameter, "ds_shape", parameter.shape))
+        (no_decay if ndim < 2 or name in skip else decay).append(parameter)
     groups = [
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

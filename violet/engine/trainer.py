@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from violet.config import RunConfig
 from violet.distributed import progress_bars
 from violet.engine.checkpointer import Checkpointer
+from violet.engine.construction import sharded_construction
 from violet.engine.efficiency import Efficiency, batch_tokens, peak_flops
 from violet.engine.metadata import run_metadata, throughput_logs
 from violet.engine.model_card import model_card
@@ -131,7 +132,8 @@ class Trainer:
         self.total_steps = train.max_steps or self.steps_per_epoch * train.epochs
 
     def build_model(self) -> None:
-        self.model = self.task.build_model()
+        with sharded_construction(self.accelerator, self.config):  # ZeRO-3: partitioned as it is built
+            self.model = self.task.build_model()
         if self.config.init:
             load_weights(self.model, Path(self.config.init))
             return

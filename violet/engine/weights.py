@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from violet.models.sharding import load_into, tensor_shapes
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
@@ -73,16 +75,16 @@ def load_weights(model: nn.Module, checkpoint_dir: Path, required_heads: tuple[s
     pretraining checkpoint) and missing task heads that are not required (new heads) are reported.
     """
     state, path = read_weights(Path(checkpoint_dir))
-    own = model.state_dict()
+    own = tensor_shapes(model)  # also right for a model ZeRO-3 partitioned while it was built
     for name in ("video.spatial_pos", "video.temporal_pos"):
-        if name in state and name in own and state[name].shape != own[name].shape:
-            state[name] = _resize_table(state[name], own[name].shape, name)
-    mismatched = [n for n in state if n in own and state[n].shape != own[n].shape]
+        if name in state and name in own and state[name].shape != own[name]:
+            state[name] = _resize_table(state[name], own[name], name)
+    mismatched = [n for n in state if n in own and state[n].shape != own[n]]
     if mismatched:
-        details = ", ".join(f"{n}: {tuple(state[n].shape)} vs {tuple(own[n].shape)}" for n in mismatched[:5])
+        details = ", ".join(f"{n}: {tuple(state[n].shape)} vs {tuple(own[n])}" for n in mismatched[:5])
         raise ValueError(f"{path}: shapes differ from the model built from the config ({details})")
-    result = model.load_state_dict(state, strict=False)
-    missing = [key for key in result.missing_keys if key not in TIED_ALIASES]
+    missing_keys, unexpected_keys = load_into(model, state)
+    missing = [key for key in missing_keys if key not in TIED_ALIASES]
     backbone_missing = [key for key in missing if not key.startswith("heads.")]
     head_missing = sorted({key.split(".")[1] for key in missing if key.startswith("heads.")})
     if backbone_missing:
@@ -92,10 +94,10 @@ def load_weights(model: nn.Module, checkpoint_dir: Path, required_heads: tuple[s
         raise KeyError(f"{path} has no trained {', '.join(lacking)} head; fine-tune that task first")
     if head_missing:
         logger.warning("new (randomly initialised) heads not in %s: %s", checkpoint_dir, ", ".join(head_missing))
-    if result.unexpected_keys:
-        unused = sorted({key.split(".")[1] if key.startswith("heads.") else key for key in result.unexpected_keys})
+    if unexpected_keys:
+        unused = sorted({key.split(".")[1] if key.startswith("heads.") else key for key in unexpected_keys})
         logger.warning("weights in %s not used by this task: %s", checkpoint_dir, ", ".join(unused))
-    return {"missing": missing, "unexpected": list(result.unexpected_keys)}
+    return {"missing": missing, "unexpected": list(unexpected_keys)}
 
 
 def export_weights(accelerator: Accelerator, model: nn.Module, target: Path, zero_checkpoint: Path | None) -> None:

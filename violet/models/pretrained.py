@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from violet.models.sharding import load_into, tensor_shapes
+
 logger = logging.getLogger(__name__)
 _WRAPPERS = ("model", "module", "state_dict", "model_state")
 _BUFFERS = ("relative_position_index", "attn_mask", "position_ids")
@@ -191,16 +193,16 @@ def map_swin(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> t
 
 def load_mapped(model: nn.Module, mapped: dict, unused: list[str], source: str, scope: tuple[str, ...]) -> dict:
     """Load `mapped` into `model` non-strictly, failing on shape mismatches, and report the rest."""
-    own = model.state_dict()
-    wrong = [f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
-             for key, value in mapped.items() if key in own and own[key].shape != value.shape]
+    own = tensor_shapes(model)  # also right for a model ZeRO-3 partitioned while it was built
+    wrong = [f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key])}"
+             for key, value in mapped.items() if key in own and own[key] != value.shape]
     if wrong:
         raise ValueError(f"{source}: shapes differ from the model built from the config: {'; '.join(wrong[:5])}")
     unexpected = sorted(unused + [key for key in mapped if key not in own])
-    usable = {key: value.to(own[key].dtype) for key, value in mapped.items() if key in own}
+    usable = {key: value for key, value in mapped.items() if key in own}  # load_into casts to each tensor's dtype
     if not usable:
         raise ValueError(f"{source}: none of its tensors match this model (unused: {unexpected[:8]})")
-    model.load_state_dict(usable, strict=False)
+    load_into(model, usable)
     missing = sorted(key for key in own if key.startswith(scope) and key not in usable
                      and not key.endswith(_BUFFERS))
     logger.warning("initialised %d tensors from %s; not in it (kept random init): %s; in it but unused: %s",

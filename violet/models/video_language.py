@@ -57,7 +57,10 @@ class MLMHead(nn.Module):
             # MLM started at ~39 (uniform is ln V ~ 10), its gradient norm ~80 took the whole clipping budget and
             # the contrastive loss of the same step sat at ln(batch) for ~100 steps. Starting the output norm's
             # scale at width^-1/2 gives logits of std ~1, as BERT's 0.02 embeddings do at width 768.
-            nn.init.constant_(self.transform[2].weight, width ** -0.5)
+            # Through apply(): under ZeRO-3's sharded construction the norm is already partitioned here, and
+            # DeepSpeed gathers a module's parameters for functions given to Module.apply.
+            norm, scale = self.transform[2], width ** -0.5
+            self.transform.apply(lambda module: nn.init.constant_(module.weight, scale) if module is norm else None)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.transform(hidden))
