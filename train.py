@@ -6,7 +6,7 @@ import sys
 
 from violet.config import ConfigError
 from violet.data.text import load_tokenizer
-from violet.engine.resize import adapt_batch_to_processes, launched_processes
+from violet.engine.resume import adapt_batch_to_processes, launched_processes
 from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.trainer import Trainer
 from violet.models import PRESETS

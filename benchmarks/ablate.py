@@ -46,6 +46,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "qa-mc/vtc_weight=0": ("qa-mc", ["objective.vtc_weight=0"]),
     "qa-mc/epochs=40": ("qa-mc", ["train.epochs=40"]),
     "qa-mc/epochs=80": ("qa-mc", ["train.epochs=80"]),
+    "qa-mc/no_augment": ("qa-mc", ["data.train_augment=false"]),
+    "qa-mc/fusion_depth=4": ("qa-mc", ["model.fusion_depth=4"]),
+    "qa-mc/batch=32,lr=5e-4": ("qa-mc", ["train.batch_size=32", "train.lr=5e-4"]),
     "qa-oe/default": ("qa-oe", []),
     "qa-oe/vtc_weight=0": ("qa-oe", ["objective.vtc_weight=0"]),
     "qa-oe/epochs=16": ("qa-oe", ["train.epochs=16"]),
@@ -109,13 +112,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--worlds", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, choices=SEEDS, default=list(SEEDS),
+                        help="a subset of the tuning worlds, to screen a row on one before running all three")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     args.out.mkdir(parents=True, exist_ok=True)
     table: dict = {}
     for name in args.rows:  # row by row, so a stopped run still leaves whole rows
         task = ROWS[name][0]
-        per_world = {seed: one_run(name, seed, ensure_world(args.worlds, seed), args.out) for seed in SEEDS}
+        per_world = {seed: one_run(name, seed, ensure_world(args.worlds, seed), args.out) for seed in args.seeds}
         table[name] = {"overrides": ROWS[name][1], **summarise(per_world, task)}
         (args.out / "ablate.json").write_text(json.dumps(table, indent=2) + "\n")
         print(json.dumps({name: table[name]}), flush=True)

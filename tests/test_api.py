@@ -30,6 +30,7 @@ from violet.data.layout import default_store_dir, videos_dir
 from violet.data.prepared import load_prepared
 from violet.engine.rundir import RunDir
 from violet.metrics import retrieval_metrics
+from violet.objectives import match_score
 
 STORE_SETTINGS = {"frames_per_video": 8, "short_side": 48, "jpeg_quality": 90}
 
@@ -139,13 +140,51 @@ def test_windows_average_their_embeddings(world, model):
     clips = model.clips(file, window_stride=0.5, window_seconds=1.0)
     assert clips.shape[0] == 3
     windowed = model.encode_videos(file, window_stride=0.5, window_seconds=1.0)
-    each = model.embed_clips(list(clips[:, None]))["embed"]
+    with model.inference():
+        each = model.model("video", frames=clips)["embed"].float()
     assert torch.allclose(windowed[0], torch.nn.functional.normalize(each.mean(dim=0), dim=0), atol=1e-5)
     assert not torch.allclose(windowed, model.encode_videos(file), atol=1e-3)
     frames = np.random.default_rng(0).integers(0, 256, (24, 40, 56, 3), dtype=np.uint8)
     assert model.clips(frames, window_stride=1.0, window_seconds=1.0, fps=8).shape[0] == 3
     with pytest.raises(ValueError, match="fps"):
         model.encode_videos(frames, window_stride=1.0)
+
+
+def test_long_videos_stream_their_windows_in_bounded_batches(world, model, monkeypatch):
+    """A long video is never decoded or encoded whole: the encoder sees at most `batch_size` windows at a time,
+    no window tensor of the whole video is built, and the pooled embedding and the best-window re-ranking
+    equal what all windows at once give."""
+    frames = np.random.default_rng(1).integers(0, 256, (96, 40, 56, 3), dtype=np.uint8)  # 12 s at 8 fps
+    window = {"window_stride": 0.5, "window_seconds": 1.0, "fps": 8}
+    everything = model.clips(frames, **window)  # 23 windows, built here only to compute the expectation
+    assert everything.shape[0] == 23
+    with model.inference():
+        tokens = model.model("video", frames=everything)["tokens"]
+        expected = torch.nn.functional.normalize(model.model("video", frames=everything)["embed"].float().mean(0), dim=0)
+    encoder, seen = model.model, []
+
+    def counting(mode, **inputs):
+        if mode == "video":
+            seen.append(len(inputs["frames"]))
+        return encoder(mode, **inputs)
+
+    monkeypatch.setattr(model, "model", counting)
+    monkeypatch.setattr(model, "clips", lambda *a, **k: pytest.fail("the whole video's windows were stacked"))
+    streamed = model.encode_videos(frames, batch_size=4, **window)
+    assert max(seen) <= 4 and sum(seen) == 23
+    assert torch.allclose(streamed[0], expected, atol=1e-5)
+
+    from violet.api import as_frames
+    from violet.windows import best_window_matches
+
+    texts = model._text_features(["a red square moves left"], 64, keep_tokens=True)
+    seen.clear()
+    best = best_window_matches(model, [as_frames(frames)], texts, {0: [0]}, 4, window)
+    assert max(seen) <= 4
+    with model.inference():
+        direct = match_score(encoder("fusion", text_tokens=texts["tokens"].expand(23, -1, -1),
+                                     text_mask=texts["mask"].expand(23, -1), video_tokens=tokens)["vtm_logits"])
+    assert best[(0, 0)] == pytest.approx(float(direct.max()), abs=1e-4)
 
 
 def test_answer_needs_the_right_run(world, model, qa_mc_run, tmp_path):

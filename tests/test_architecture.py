@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "violet.engine": LOW | {"violet.data", "violet.distributed", "violet.models"},
     "prepare": {"violet.config", "violet.data"},
 }
-ENTRY_POINTS = {"violet.runtime", "violet.report", "violet.html_report", "violet.api", "violet.index", "violet.search", "violet.answer", "train", "evaluate"}
+ENTRY_POINTS = {"violet.runtime", "violet.report", "violet.html_report", "violet.api", "violet.windows", "violet.index", "violet.search", "violet.answer", "train", "evaluate"}
 TOP_LEVEL = ("violet", "prepare", "train", "evaluate", "benchmarks", "tests")
 
 

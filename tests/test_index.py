@@ -62,13 +62,13 @@ def model(run, monkeypatch):
     """The loaded run, counting the files it decodes."""
     loaded = violet.load(run.path, device="cpu")
     loaded.decoded = []
-    clips = loaded.clips
+    window_clips = loaded.window_clips
 
-    def counting(video, **window):
+    def counting(video, *args, **window):
         loaded.decoded.append(str(video))
-        return clips(video, **window)
+        return window_clips(video, *args, **window)
 
-    monkeypatch.setattr(loaded, "clips", counting)
+    monkeypatch.setattr(loaded, "window_clips", counting)
     return loaded
 
 
@@ -108,21 +108,20 @@ def test_index_add_and_search_round_trip(model, videos, tmp_path):
 
 def test_a_killed_run_continues_without_embedding_finished_files_again(model, videos, tmp_path, monkeypatch):
     out = tmp_path / "index"
-    embed = model.embed_clips
-    calls = []
+    embed = model.embed_in_chunks
 
-    def dies_on_the_third_batch(clips, *args, **kwargs):
-        calls.append(len(clips))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return embed(clips, *args, **kwargs)
+    def dies_on_the_third_chunk(*args, **kwargs):
+        for number, chunk in enumerate(embed(*args, **kwargs), start=1):
+            if number == 3:
+                raise KeyboardInterrupt
+            yield chunk
 
-    monkeypatch.setattr(model, "embed_clips", dies_on_the_third_batch)
+    monkeypatch.setattr(model, "embed_in_chunks", dies_on_the_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         build_index(model, videos, out, batch_size=2, flush_every=10)  # kept although no flush was due
     partial = VideoIndex.open(out)
     assert not partial.manifest["complete"] and len(partial.paths) == 4
-    monkeypatch.setattr(model, "embed_clips", embed)
+    monkeypatch.setattr(model, "embed_in_chunks", embed)
     model.decoded.clear()
     summary = build_index(model, videos, out, batch_size=2)  # the same command again, no --add
     assert summary["indexed"] == 2 and summary["total"] == 6

@@ -21,7 +21,7 @@ from conftest import SMOKE_MODEL
 from test_deepspeed_2proc import REPO, free_port, logged_losses, run_launch
 from transformers import get_scheduler
 
-from violet.engine.resize import (
+from violet.engine.resume import (
     ResizeError,
     batches_to_skip,
     keep_global_batch,

@@ -23,14 +23,12 @@ import logging
 import os
 import statistics
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 
 from violet.config import RunConfig
@@ -50,11 +48,11 @@ from violet.data.video import decode_clip, sample_frame_indices
 from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.weights import load_weights
 from violet.models import VideoLanguageModel
-from violet.objectives import match_score
 from violet.runtime import mixed_precision
 from violet.tasks.qa_mc import score_options
 from violet.tasks.qa_oe import OpenEndedQATask, answer_logits
 from violet.tasks.ranking import RERANKED_OFFSET
+from violet.windows import best_window_matches, pooled_embeddings
 
 logger = logging.getLogger(__name__)
 Video = str | os.PathLike | np.ndarray | torch.Tensor  # a file, or decoded RGB frames uint8 [T, H, W, 3]
@@ -149,7 +147,7 @@ class TrainedModel:
         return int(choice["rerank_k"]) if choice and "rerank_k" in choice else self.config.eval.rerank_k
 
     @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
+    def inference(self) -> Iterator[None]:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
         with torch.no_grad(), autocast:
@@ -182,28 +180,35 @@ class TrainedModel:
 
     def clips(self, video: Video, window_stride: float | None = None, window_seconds: float | None = None,
               fps: float | None = None) -> torch.Tensor:
-        """uint8 [W, T, 3, S, S]: what the model sees of one video, W windows (1 without `window_stride`)."""
-        length = None if window_stride is None else self.window_length(window_stride, window_seconds)
-        jpeg_lists = self._jpegs(video, window_stride, length, fps)
-        clips = []
-        for jpegs in jpeg_lists:  # evaluation's deterministic sampling and centre crop, as ClipDataset does it
-            indices = sample_frame_indices(len(jpegs), self.num_frames, train=False)
-            clips.append(decode_clip([jpegs[i] for i in indices], self.image_size, train=False))
-        return torch.stack(clips)
+        """uint8 [W, T, 3, S, S]: what the model sees of one video, W windows (1 without `window_stride`). Holds
+        every window at once: the embedding and scoring paths stream them instead (violet.windows)."""
+        return torch.stack(list(self.window_clips(video, window_stride, window_seconds, fps)))
 
-    def _jpegs(self, video: Video, stride: float | None, length: float | None, fps: float | None) -> list[list[bytes]]:
+    def window_clips(self, video: Video, window_stride: float | None = None, window_seconds: float | None = None,
+                     fps: float | None = None) -> Iterator[torch.Tensor]:
+        """uint8 [T, 3, S, S] of each window in turn, decoded only when asked for."""
+        length = None if window_stride is None else self.window_length(window_stride, window_seconds)
+        for jpegs in self._window_jpegs(video, window_stride, length, fps):
+            # evaluation's deterministic sampling and centre crop, as ClipDataset does it
+            indices = sample_frame_indices(len(jpegs), self.num_frames, train=False)
+            yield decode_clip([jpegs[i] for i in indices], self.image_size, train=False)
+
+    def _window_jpegs(self, video: Video, stride: float | None, length: float | None,
+                      fps: float | None) -> Iterator[list[bytes]]:
         frames, side, quality = self.settings.frames_per_video, self.settings.short_side, self.settings.jpeg_quality
         if isinstance(video, (str, os.PathLike)):
             path = os.fspath(video)
             if not os.path.isfile(path):
                 raise VideoFileError(path, "no such file" if not os.path.exists(path) else "not a file")
-            spans = [None] if stride is None else window_spans(video_duration(path), length, stride)
             try:
-                return [extract_video(path, frames, side, quality, span=span)[0] for span in spans]
+                spans = [None] if stride is None else window_spans(video_duration(path), length, stride)
+                for span in spans:
+                    yield extract_video(path, frames, side, quality, span=span)[0]
             except VideoDecodeError as error:
                 raise VideoFileError(path, str(error)) from None
             except Exception as error:  # noqa: BLE001 - a decoder's own exception must still name the file
                 raise VideoFileError(path, f"{type(error).__name__}: {error}") from None
+            return
         array = as_frames(video)
         if stride is None:
             windows = [(0, len(array))]
@@ -211,78 +216,35 @@ class TrainedModel:
             raise ValueError("window_stride is in seconds: pass fps= with decoded frames")
         else:
             windows = frame_windows(len(array), fps, length, stride)
-        return [extract_array(array[begin:end], frames, side, quality)[0] for begin, end in windows]
+        for begin, end in windows:
+            yield extract_array(array[begin:end], frames, side, quality)[0]
 
-    def iter_clips(self, videos: Sequence[Video], chunk: int, **window: Any) -> Iterator[list[Any]]:
-        """Clips of `videos`, `chunk` at a time, each a tensor or the VideoFileError of its video; the next chunk
-        decodes in a background thread while the caller encodes this one (decoding releases the GIL)."""
-
-        def decode(part: Sequence[Video]) -> list[Any]:
-            out: list[Any] = []
-            for video in part:
-                try:
-                    out.append(self.clips(video, **window))
-                except VideoFileError as error:
-                    out.append(error)
-            return out
-
-        parts = [videos[start:start + chunk] for start in range(0, len(videos), chunk)]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(decode, parts[0]) if parts else None
-            for index in range(len(parts)):
-                result = pending.result()
-                pending = pool.submit(decode, parts[index + 1]) if index + 1 < len(parts) else None
-                yield result
+    def embed_in_chunks(self, videos: Sequence[Video], chunk: int, batch_size: int = 16,
+                        **window: Any) -> Iterator[list[torch.Tensor | VideoFileError]]:
+        """For each `chunk` of videos in turn: each one's embedding [D], or the VideoFileError saying why it
+        could not be read (violet.index writes the index between chunks)."""
+        for start in range(0, len(videos), chunk):
+            part = videos[start:start + chunk]
+            embeds, failures = pooled_embeddings(self, part, batch_size, window)
+            yield [failures.get(i, embeds[i]) for i in range(len(part))]
 
     # ----- embeddings -----
-    def embed_clips(self, clips: Sequence[torch.Tensor], batch_size: int = 16,
-                    keep_tokens: bool = False) -> dict[str, Any]:
-        """Embeddings [N, D] of N videos given as their clips [W, T, 3, S, S] (windows averaged, re-normalised);
-        with `keep_tokens` also each window's video tokens and the video it belongs to."""
-        if not clips:
-            return {"embed": torch.empty(0, self.config.model.embed_dim)}
-        counts = torch.tensor([clip.shape[0] for clip in clips])
-        windows = torch.cat(list(clips))
-        embeds, tokens = [], []
-        with self._inference():
-            for start in range(0, len(windows), batch_size):
-                out = self.model("video", frames=windows[start:start + batch_size].to(self.device))
-                embeds.append(out["embed"].float())
-                if keep_tokens:
-                    tokens.append(out["tokens"])
-        owner = torch.repeat_interleave(torch.arange(len(clips)), counts).to(self.device)
-        summed = torch.zeros(len(clips), embeds[0].shape[1], device=self.device).index_add_(0, owner, torch.cat(embeds))
-        result: dict[str, Any] = {"embed": F.normalize(summed, dim=-1).cpu()}
-        if keep_tokens:
-            result.update(tokens=torch.cat(tokens), owner=owner)
-        return result
-
     def encode_videos(self, videos: Video | Sequence[Video], batch_size: int = 16, window_stride: float | None = None,
                       *, window_seconds: float | None = None, fps: float | None = None) -> torch.Tensor:
         """Float [N, D], L2-normalised. `window_stride` (seconds): cut videos longer than one window (of
-        `window_seconds`, default the trained clip length) into windows every that many seconds; `fps` gives
-        the rate of decoded-frame arrays. Raises VideoFileError naming the first file that cannot be read."""
-        return self._video_features(videos, batch_size, window_stride, window_seconds, fps)["embed"]
-
-    def _video_features(self, videos: Video | Sequence[Video], batch_size: int, window_stride: float | None,
-                        window_seconds: float | None, fps: float | None, keep_tokens: bool = False) -> dict[str, Any]:
+        `window_seconds`, default the trained clip length) into windows every that many seconds and average
+        their embeddings (streamed: memory does not grow with a video's length); `fps` gives the rate of
+        decoded-frame arrays. Raises VideoFileError naming the first file that cannot be read."""
         one = isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor))  # a path or one video's frames
         videos = [videos] if one else list(videos)
-        window = {"window_stride": window_stride, "window_seconds": window_seconds, "fps": fps}
-        parts = []
-        for clips in self.iter_clips(videos, batch_size, **window):
-            failed = next((clip for clip in clips if isinstance(clip, VideoFileError)), None)
-            if failed is not None:
-                raise failed
-            parts.append(self.embed_clips(clips, batch_size, keep_tokens))
-        if not parts:
-            return self.embed_clips([], batch_size)
-        features: dict[str, Any] = {"embed": torch.cat([part["embed"] for part in parts])}
-        if keep_tokens:
-            offsets = np.cumsum([0] + [len(part["embed"]) for part in parts[:-1]])
-            features["tokens"] = torch.cat([part["tokens"] for part in parts])
-            features["owner"] = torch.cat([part["owner"] + int(offset) for part, offset in zip(parts, offsets)])
-        return features
+        embeds, failures = pooled_embeddings(self, videos, batch_size, self._window(window_stride, window_seconds, fps))
+        if failures:
+            raise failures[min(failures)]
+        return embeds
+
+    @staticmethod
+    def _window(stride: float | None, seconds: float | None, fps: float | None) -> dict[str, Any]:
+        return {"window_stride": stride, "window_seconds": seconds, "fps": fps}
 
     def encode_texts(self, texts: str | Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Float [M, D], L2-normalised, in the space of encode_videos."""
@@ -293,7 +255,7 @@ class TrainedModel:
             raise RunCapabilityError(f"{self.run.path} has no contrastive (vtc) head: it cannot embed")
         texts = [texts] if isinstance(texts, str) else list(texts)
         embeds, tokens, masks = [], [], []
-        with self._inference():
+        with self.inference():
             for start in range(0, len(texts), batch_size):
                 # Padded to max_text_len, as evaluation does, so a text embeds the same alone or in a batch.
                 encoded = tokenize(self.tokenizer, texts[start:start + batch_size], self.config.model.max_text_len,
@@ -319,23 +281,22 @@ class TrainedModel:
         k = self.rerank_k if rerank_k is None else rerank_k
         if "vtm" not in self.heads:
             k = 0
-        video = self._video_features(videos, batch_size, window_stride, None, None, keep_tokens=k != 0)
+        videos = [videos] if isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor)) else list(videos)
+        window = self._window(window_stride, None, None)
+        video_embeds = self.encode_videos(videos, batch_size, window_stride)
         text = self._text_features(texts, 64, keep_tokens=k != 0)
-        similarity = text["embed"] @ video["embed"].T
+        similarity = text["embed"] @ video_embeds.T
         if k == 0 or similarity.numel() == 0:
             return similarity
         top = similarity.topk(similarity.shape[1] if k < 0 else min(k, similarity.shape[1]), dim=1).indices
+        wanted: dict[int, list[int]] = {}
+        for t, row in enumerate(top.tolist()):
+            for v in row:
+                wanted.setdefault(v, []).append(t)
+        matched = best_window_matches(self, videos, text, wanted, batch_size, window)
         scores = similarity.clone()
-        for t in range(similarity.shape[0]):
-            windows = torch.cat([torch.nonzero(video["owner"] == v).flatten() for v in top[t].tolist()])
-            with self._inference():
-                matched = torch.cat([match_score(self.model(
-                    "fusion", text_tokens=text["tokens"][t:t + 1].expand(len(part), -1, -1),
-                    text_mask=text["mask"][t:t + 1].expand(len(part), -1), video_tokens=video["tokens"][part],
-                )["vtm_logits"]) for part in windows.split(batch_size)])
-            best = torch.full((len(video["embed"]),), float("-inf"), device=matched.device)
-            best.scatter_reduce_(0, video["owner"][windows], matched, reduce="amax")
-            scores[t, top[t]] = RERANKED_OFFSET + best[top[t].to(best.device)].cpu()
+        for (t, v), score in matched.items():
+            scores[t, v] = RERANKED_OFFSET + score
         return scores
 
     def answer(self, video: Video, question: str, options: Sequence[str] | None = None,
@@ -350,7 +311,7 @@ class TrainedModel:
         tokens = tokenize(self.tokenizer, [question], self.config.model.max_text_len)
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         frames = self.clips(video)[:1].to(self.device)
-        with self._inference():
+        with self.inference():
             logits = answer_logits(self.model, self.model("video", frames=frames), ids, mask)
         probabilities = logits[0].float().softmax(dim=-1).cpu()
         best = probabilities.topk(min(top_k, len(probabilities)))
@@ -368,7 +329,7 @@ class TrainedModel:
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         frames = self.clips(video)[:1].to(self.device)
         owner = torch.zeros(len(options), dtype=torch.long, device=self.device)  # every option asks about clip 0
-        with self._inference():
+        with self.inference():
             scores = score_options(self.model, self.model("video", frames=frames), ids, mask, owner)[0].cpu()
         choice = int(scores.argmax())
         return {"choice": choice, "option": options[choice], "scores": scores.tolist(),

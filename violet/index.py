@@ -186,17 +186,17 @@ def build_index(model: Any, videos_dir: str | os.PathLike[str], out: str | os.Pa
     bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
     files = [videos_dir / path for path in todo]
     try:
-        for number, clips in enumerate(model.iter_clips(files, batch_size, **window), start=1):
+        for number, results in enumerate(model.embed_in_chunks(files, batch_size, batch_size, **window), start=1):
             chunk = todo[(number - 1) * batch_size:number * batch_size]
-            good = [(path, clip) for path, clip in zip(chunk, clips) if not isinstance(clip, VideoFileError)]
-            for path, clip in zip(chunk, clips):
-                if isinstance(clip, VideoFileError):
-                    logger.warning("skipped %s", clip)
-                    failures[path] = {"path": path, "reason": clip.reason, "stamp": _stamp(videos_dir / path)}
+            good = [(path, embed) for path, embed in zip(chunk, results) if not isinstance(embed, VideoFileError)]
+            for path, result in zip(chunk, results):
+                if isinstance(result, VideoFileError):
+                    logger.warning("skipped %s", result)
+                    failures[path] = {"path": path, "reason": result.reason, "stamp": _stamp(videos_dir / path)}
                 else:
                     failures.pop(path, None)
             if good:
-                done_embeds.append(model.embed_clips([clip for _, clip in good], batch_size)["embed"])
+                done_embeds.append(torch.stack([embed for _, embed in good]))
                 done_paths.extend(path for path, _ in good)
             counts["indexed"] += len(good)
             counts["failed"] += len(chunk) - len(good)

@@ -32,11 +32,11 @@ from violet.engine.metadata import run_metadata, throughput_logs
 from violet.engine.model_card import model_card
 from violet.engine.optim import build_optimizer, build_scheduler
 from violet.engine.protocol import TrainableTask
-from violet.engine.resize import (
+from violet.engine.resume import (
     carry_over,
-    global_batch_of,
+    flatten,
+    refuse_changed_settings,
     restore_group_settings,
-    saved_processes,
     universal_loading,
 )
 from violet.engine.rundir import RunDir, RunDirError, write_text
@@ -48,44 +48,6 @@ from violet.engine.weights import load_weights
 from violet.models.pretrained import apply_pretrained_init
 
 logger = logging.getLogger(__name__)
-
-
-# Settings a resumed run cannot change: the restored optimizer, schedule, data order and model would silently keep
-# the old values while the run's config recorded the new ones.
-FIXED_ON_RESUME = ("model", "objective", "train.lr", "train.weight_decay", "train.warmup_ratio", "train.lr_schedule",
-                   "train.batch_size", "train.grad_accum", "train.seed", "data.num_frames", "data.train_augment",
-                   "data.crop_scale_min", "data.horizontal_flip", "data.streaming", "data.corpora")
-
-FREE_ON_RESUME = ("model.grad_checkpointing", "model.video_init", "model.text_init")  # no effect on what is restored
-
-
-def refuse_changed_settings(checkpoint: RunDir, config: RunConfig, processes: int) -> None:
-    if not checkpoint.config_path.exists():
-        return  # a checkpoint written before steps carried their config: nothing to compare against
-    free = FREE_ON_RESUME
-    if saved_processes(checkpoint.path) != processes:  # train.py re-split the global batch for this count
-        saved_global, wanted_global = global_batch_of(checkpoint.path, config, processes)
-        if saved_global != wanted_global:
-            raise RunDirError(f"--resume keeps the global batch of {checkpoint.path} ({saved_global}); "
-                              f"{processes} processes x train.batch_size x train.grad_accum give {wanted_global}")
-        free = (*free, "train.batch_size", "train.grad_accum")
-    saved, wanted = flatten(checkpoint.load_config().to_dict()), flatten(config.to_dict())
-    changed = [f"{key}: {saved.get(key)!r} -> {wanted[key]!r}" for key in wanted
-               if key.startswith(FIXED_ON_RESUME) and key not in free and saved.get(key) != wanted[key]]
-    if changed:
-        raise RunDirError(f"--resume cannot change {'; '.join(changed)} (the checkpoint {checkpoint.path} restores "
-                          "the old optimizer, schedule, data order and model); resume without these overrides, or "
-                          "start a new run from it with --init RUN")
-
-
-def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 class Trainer:

@@ -1,4 +1,5 @@
-"""Resuming on another number of processes than the checkpoint was saved by (clusters change size between jobs).
+"""Resuming: what a resumed run may not change, and resuming on another number of processes than the checkpoint
+was saved by (clusters change size between jobs).
 
 Each piece of resumable state is carried over as follows:
 - global batch: kept. train.py re-chooses the per-device batch before the Accelerator exists
@@ -200,3 +201,41 @@ def restore_group_settings(optimizer: Any, weight_decay: list[float]) -> None:
     for state in inner.state.values():
         if isinstance(state.get("step"), torch.Tensor):
             state["step"] = state["step"].clone()
+
+
+# Settings a resumed run cannot change: the restored optimizer, schedule, data order and model would silently keep
+# the old values while the run's config recorded the new ones.
+FIXED_ON_RESUME = ("model", "objective", "train.lr", "train.weight_decay", "train.warmup_ratio", "train.lr_schedule",
+                   "train.batch_size", "train.grad_accum", "train.seed", "data.num_frames", "data.train_augment",
+                   "data.crop_scale_min", "data.horizontal_flip", "data.streaming", "data.corpora")
+
+FREE_ON_RESUME = ("model.grad_checkpointing", "model.video_init", "model.text_init")  # no effect on what is restored
+
+
+def refuse_changed_settings(checkpoint: RunDir, config: RunConfig, processes: int) -> None:
+    if not checkpoint.config_path.exists():
+        return  # a checkpoint written before steps carried their config: nothing to compare against
+    free = FREE_ON_RESUME
+    if saved_processes(checkpoint.path) != processes:  # train.py re-split the global batch for this count
+        saved_global, wanted_global = global_batch_of(checkpoint.path, config, processes)
+        if saved_global != wanted_global:
+            raise RunDirError(f"--resume keeps the global batch of {checkpoint.path} ({saved_global}); "
+                              f"{processes} processes x train.batch_size x train.grad_accum give {wanted_global}")
+        free = (*free, "train.batch_size", "train.grad_accum")
+    saved, wanted = flatten(checkpoint.load_config().to_dict()), flatten(config.to_dict())
+    changed = [f"{key}: {saved.get(key)!r} -> {wanted[key]!r}" for key in wanted
+               if key.startswith(FIXED_ON_RESUME) and key not in free and saved.get(key) != wanted[key]]
+    if changed:
+        raise RunDirError(f"--resume cannot change {'; '.join(changed)} (the checkpoint {checkpoint.path} restores "
+                          "the old optimizer, schedule, data order and model); resume without these overrides, or "
+                          "start a new run from it with --init RUN")
+
+
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
