@@ -56,7 +56,13 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Zero-shot retrieval along a longer pretraining: val every 35 steps (5 epochs of 240 videos), so one run per
     # world also shows the default's 175 steps. Dual encoder throughout, so every point is measured alike.
     "pretrain/epochs=35,curve": ("pretrain", ["train.epochs=35", "train.eval_every=35", "eval.rerank_k=0"]),
+    # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.
+    "retrieval-from-pretrain/default": ("retrieval", []),
+    "retrieval-from-pretrain/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),
+    "retrieval-from-pretrain/lr=1e-4": ("retrieval", ["train.lr=1e-4"]),
+    "retrieval-from-pretrain/lr=1e-4,epochs=20": ("retrieval", ["train.lr=1e-4", "train.epochs=20"]),
 }
+INIT_FROM = {"retrieval-from-pretrain": "pretrain/epochs=35,curve"}  # row family -> the row whose run is --init
 HEADLINE = {"retrieval": ("t2v_r1", "t2v_r5", "t2v_r10"), "qa-mc": ("accuracy",), "qa-oe": ("accuracy",),
             "pretrain": ("t2v_r1", "t2v_r5", "t2v_r10")}
 
@@ -84,6 +90,10 @@ def one_run(name: str, seed: int, data: Path, out: Path) -> dict:
     if result_file.exists():
         return json.loads(result_file.read_text())
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    init_row = INIT_FROM.get(name.split("/")[0])
+    if init_row:  # the pretraining run of this world first (reused when it exists)
+        one_run(init_row, seed, data, out)
+        overrides = ["--init", str(out / init_row.replace("/", "__") / f"w{seed}"), *overrides]
     seconds = run(launch(["--task", task, "--data", str(data), "--output-dir", str(run_dir), "eval.split=val",
                           *overrides]), run_dir.with_suffix(".train.log"))
     pretrain = task == "pretrain"  # a pretraining run is judged by zero-shot retrieval
@@ -117,12 +127,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     args.out.mkdir(parents=True, exist_ok=True)
-    table: dict = {}
+    summary = args.out / "ablate.json"
+    table: dict = json.loads(summary.read_text()) if summary.exists() else {}  # rows of earlier invocations stay
     for name in args.rows:  # row by row, so a stopped run still leaves whole rows
         task = ROWS[name][0]
         per_world = {seed: one_run(name, seed, ensure_world(args.worlds, seed), args.out) for seed in args.seeds}
         table[name] = {"overrides": ROWS[name][1], **summarise(per_world, task)}
-        (args.out / "ablate.json").write_text(json.dumps(table, indent=2) + "\n")
+        summary.write_text(json.dumps(table, indent=2) + "\n")
         print(json.dumps({name: table[name]}), flush=True)
     return table
 
