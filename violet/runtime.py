@@ -33,6 +33,7 @@ def build_config(
     config.data.data_dir = data_dir
     apply_overrides(config, task_cls.defaults)
     if init:
+        apply_overrides(config, task_cls.init_defaults)
         config.model = RunDir(init).load_config().model
         if model and model != config.model.preset:
             raise ConfigError(f"--model {model} conflicts with --init {init}, a {config.model.preset!r} model: the "

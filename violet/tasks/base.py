@@ -30,6 +30,9 @@ class Task:
     heads: tuple[str, ...] = ()
     # Task-specific defaults, applied over the dataclass defaults and under preset/YAML/CLI (see config.py).
     defaults: dict[str, Any] = {}
+    # Applied over `defaults` when the run starts from a trained model (--init): fine-tuning keeps what it was
+    # given rather than training from scratch again (same precedence otherwise).
+    init_defaults: dict[str, Any] = {}
     supports_zero_shot: bool = False
 
     def __init__(self, config: RunConfig, tokenizer: Any) -> None:
