@@ -108,6 +108,22 @@ def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tm
                     "--init", str(run), "--model", "base"])
 
 
+def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_path):
+    saved = RunConfig()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(saved, run / "config.json")
+
+    class FineTuned(get_task("retrieval")):
+        defaults = {"train": {"lr": 5e-4, "epochs": 40}}
+        init_defaults = {"train": {"lr": 1e-4}}
+
+    assert build_config(FineTuned).train.lr == 5e-4  # from scratch
+    from_run = build_config(FineTuned, init=str(run))
+    assert from_run.train.lr == 1e-4 and from_run.train.epochs == 40
+    assert build_config(FineTuned, init=str(run), dotted=["train.lr=3e-4"]).train.lr == 3e-4
+
+
 # ----- errors: ConfigError naming the key and what is allowed -----
 
 def test_unknown_key_is_a_config_error_with_the_closest_key_and_a_readable_message():
