@@ -122,6 +122,8 @@ def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_pat
     from_run = build_config(FineTuned, init=str(run))
     assert from_run.train.lr == 1e-4 and from_run.train.epochs == 40
     assert build_config(FineTuned, init=str(run), dotted=["train.lr=3e-4"]).train.lr == 3e-4
+    retrieval = build_config(get_task("retrieval"), init=str(run)).train  # the recipe chosen on val
+    assert (retrieval.lr, retrieval.epochs) == (1e-4, 20)
 
 
 # ----- errors: ConfigError naming the key and what is allowed -----
