@@ -31,9 +31,9 @@ import torch
 from violet.config import RunConfig
 from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.state import STATE_JSON
+from violet.engine.weights import ZERO_TAG
 
 logger = logging.getLogger(__name__)
-DEEPSPEED_DIR = "pytorch_model"  # Accelerate's folder for the first DeepSpeed engine in a saved state
 STAGING = ".resize"  # under checkpoints/: never a step_* name, so never taken for a checkpoint
 
 
@@ -120,7 +120,7 @@ def rescale_schedule(scheduler: Any, step: int, processes: int) -> None:
 
 
 def is_deepspeed_checkpoint(checkpoint: Path) -> bool:
-    return (checkpoint / DEEPSPEED_DIR).is_dir()
+    return (checkpoint / ZERO_TAG).is_dir()
 
 
 def stage_universal(checkpoint: Path) -> Path:
@@ -132,17 +132,13 @@ def stage_universal(checkpoint: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)  # left by a resume that was killed
     staging.mkdir(parents=True)
     for entry in checkpoint.iterdir():
-        if entry.name != DEEPSPEED_DIR:
+        if entry.name != ZERO_TAG:
             (staging / entry.name).symlink_to(entry.resolve())
-    logger.info("converting %s to DeepSpeed's universal checkpoint format in %s", checkpoint / DEEPSPEED_DIR, staging)
+    logger.info("converting %s to DeepSpeed's universal checkpoint format in %s", checkpoint / ZERO_TAG, staging)
     to_universal(argparse.Namespace(
-        input_folder=str(checkpoint / DEEPSPEED_DIR), output_folder=str(staging / DEEPSPEED_DIR),
+        input_folder=str(checkpoint / ZERO_TAG), output_folder=str(staging / ZERO_TAG),
         num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True))
     return staging
-
-
-def remove_staging(checkpoints_dir: Path) -> None:
-    shutil.rmtree(checkpoints_dir / STAGING, ignore_errors=True)
 
 
 def universal_loading(accelerator: Any, config: RunConfig) -> Any:
