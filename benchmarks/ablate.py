@@ -46,6 +46,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "retrieval/frames=16,tubelet=4": ("retrieval", ["data.num_frames=16", "model.max_frames=16", "model.tubelet=4"]),
     "retrieval/video_depth=4": ("retrieval", ["model.video_depth=4"]),
     "retrieval/dropout=0.1": ("retrieval", ["model.dropout=0.1"]),
+    "retrieval/patch=4,tubelet=4": ("retrieval", ["model.patch_size=4", "model.tubelet=4"]),
+    "retrieval/patch=4,frames=4": ("retrieval", ["model.patch_size=4", "data.num_frames=4"]),
     "qa-mc/default": ("qa-mc", []),
     "qa-mc/vtc_weight=0": ("qa-mc", ["objective.vtc_weight=0"]),
     "qa-mc/epochs=40": ("qa-mc", ["train.epochs=40"]),
