@@ -55,7 +55,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "qa-mc/no_augment": ("qa-mc", ["data.train_augment=false"]),
     "qa-mc/fusion_depth=4": ("qa-mc", ["model.fusion_depth=4"]),
     "qa-mc/batch=32,lr=5e-4": ("qa-mc", ["train.batch_size=32", "train.lr=5e-4"]),
+    # 4-pixel patches in 4-frame tubelets cost ~2.5x the step: fewer epochs keep the 10-minute budget.
+    "qa-mc/patch=4,tubelet=4,epochs=14": ("qa-mc", ["model.patch_size=4", "model.tubelet=4", "train.epochs=14"]),
     "qa-oe/default": ("qa-oe", []),
+    "qa-oe/patch=4,tubelet=4,epochs=6": ("qa-oe", ["model.patch_size=4", "model.tubelet=4", "train.epochs=6"]),
     "qa-oe/vtc_weight=0": ("qa-oe", ["objective.vtc_weight=0"]),
     "qa-oe/epochs=16": ("qa-oe", ["train.epochs=16"]),
     "qa-oe/epochs=32": ("qa-oe", ["train.epochs=32"]),
