@@ -65,6 +65,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Zero-shot retrieval along a longer pretraining: val every 35 steps (5 epochs of 240 videos), so one run per
     # world also shows the default's 175 steps. Dual encoder throughout, so every point is measured alike.
     "pretrain/epochs=35,curve": ("pretrain", ["train.epochs=35", "train.eval_every=35", "eval.rerank_k=0"]),
+    # 4-pixel patches in 4-frame tubelets cost ~2.7x the pretraining step: 14 epochs (~98 steps) fit 10 minutes.
+    "pretrain/patch=4,tubelet=4,epochs=14,curve": ("pretrain", ["model.patch_size=4", "model.tubelet=4",
+                                                                "train.epochs=14", "train.eval_every=35",
+                                                                "eval.rerank_k=0"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.
     "retrieval-from-pretrain/default": ("retrieval", []),
     "retrieval-from-pretrain/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),
