@@ -108,6 +108,21 @@ def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tm
                     "--init", str(run), "--model", "base"])
 
 
+def test_tiny_preset_gives_retrieval_its_own_patches_unless_the_architecture_comes_from_a_checkpoint(tmp_path):
+    retrieval = build_config(get_task("retrieval")).model
+    assert (retrieval.patch_size, retrieval.tubelet) == (4, 4)
+    for task in ("qa-mc", "qa-oe", "pretrain"):
+        model = build_config(get_task(task)).model
+        assert (model.patch_size, model.tubelet) == (8, 2), task
+    assert build_config(get_task("retrieval"), dotted=["model.patch_size=8"]).model.patch_size == 8  # user wins
+    saved = RunConfig()  # a run trained with 8-pixel patches (e.g. pretraining) keeps them when fine-tuned
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(saved, run / "config.json")
+    from_run = build_config(get_task("retrieval"), init=str(run)).model
+    assert (from_run.patch_size, from_run.tubelet) == (8, 2)
+
+
 def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_path):
     saved = RunConfig()
     run = tmp_path / "run"

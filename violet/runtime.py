@@ -40,7 +40,8 @@ def build_config(
                               "architecture comes from the checkpoint; drop --model, or train without --init")
     else:
         config.model = preset(model or "tiny")
-    apply_overrides(config, preset_overrides(config.model.preset, task_cls.name))  # e.g. SimVTP's masking ratios
+    # e.g. SimVTP's masking ratios; per-task model settings only when the architecture comes from the preset
+    apply_overrides(config, preset_overrides(config.model.preset, task_cls.name, architecture=not init))
     if config_file:
         apply_overrides(config, load_yaml(config_file))
     apply_overrides(config, drop_unset(flags or {}))

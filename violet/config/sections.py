@@ -27,12 +27,8 @@ class ModelConfig:
     text_depth: int = 2  # text encoder blocks (0: the fusion stack encodes text alone, as VIOLET and SimVTP)
     fusion_depth: int = 2  # cross-modal blocks over [text; video]
     image_size: int = 64  # pixels per side of the frames the model sees
-    # Pixels per side of one patch (ViT) or of Swin's first stage. 4 at 64 px: with 8-pixel patches the tiny model
-    # mostly confused the shapes of 13-pixel things (t2v R@1 42.8 -> 52.2 on val, docs/benchmarks.md "Ablations").
-    patch_size: int = 4
-    # Frames per space-time patch: a token sees motion (1 gave chance-level motion QA). 4 x 4 x 4 tubelets over 8
-    # frames keep 512 tokens per clip; 4 frames in 2-frame tubelets (the same count) learned less.
-    tubelet: int = 4
+    patch_size: int = 8  # pixels per side of one patch (ViT) or of Swin's first stage (tiny retrieval: 4, presets.py)
+    tubelet: int = 2  # frames per space-time patch (2: a token sees motion; 1 gave chance-level motion QA)
     max_frames: int = 8  # size of the temporal position table
     max_text_len: int = 48  # text tokens per caption or question; longer ones are truncated
     embed_dim: int = 128  # contrastive (VTC) projection size
