@@ -80,7 +80,8 @@ def one_world(seed: int, out: Path, tasks: list[str], bare: bool = True) -> dict
             result[task] = evaluate(task, data, run_dir, runs / f"{task}.json")
     if bare and "retrieval" in tasks:  # the bare loop is the reference for the retrieval recipe
         reference = subprocess.run([sys.executable, "benchmarks/bare_loop.py", "--task", "retrieval", "--data",
-                               str(data), "--split", "test"], cwd=ROOT, capture_output=True, text=True, check=True)
+                                    str(data), "--split", "test"], cwd=ROOT, capture_output=True, text=True,
+                                   check=True)
         result["bare-retrieval"] = json.loads(reference.stdout.strip().splitlines()[-1])
     (runs / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
