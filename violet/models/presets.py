@@ -43,8 +43,8 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         ModelConfig(preset="tiny"), "separate ViT / text / fusion stacks, width 128, 64 px (tests, CPU)",
         # Retrieval from scratch: 4 x 4 x 4 tubelets (512 tokens). With 8-pixel patches it confused the shapes of
-        # 13-pixel things (val t2v R@1 42.8 -> 52.2 on the tuning worlds). The QA tasks keep 2 x 8 x 8: at the
-        # ~2.5x step cost they fit 10 minutes only with fewer epochs, and then learned less (docs/benchmarks.md).
+        # 13-pixel things (val t2v R@1 42.8 -> 52.2 on the tuning worlds). QA and pretraining keep 2 x 8 x 8: at
+        # the ~2.5x step cost they fit 10 minutes only with fewer epochs, and then learned less (docs/benchmarks.md).
         task_model={"retrieval": {"patch_size": 4, "tubelet": 4}},
     ),
     "small": Preset(
