@@ -57,8 +57,19 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "qa-mc/batch=32,lr=5e-4": ("qa-mc", ["train.batch_size=32", "train.lr=5e-4"]),
     # 4-pixel patches in 4-frame tubelets cost ~2.5x the step: fewer epochs keep the 10-minute budget.
     "qa-mc/patch=4,tubelet=4,epochs=14": ("qa-mc", ["model.patch_size=4", "model.tubelet=4", "train.epochs=14"]),
+    # Options scored by the dual encoder alone (no fused pass per option): a cheaper step, so finer tubelets fit.
+    "qa-mc/vtm_weight=0": ("qa-mc", ["objective.vtm_weight=0"]),
+    "qa-mc/vtm_weight=0,patch=4,tubelet=4": ("qa-mc", ["objective.vtm_weight=0", "model.patch_size=4",
+                                                        "model.tubelet=4"]),
+    "qa-mc/vtm_weight=0,patch=4,tubelet=4,epochs=40": ("qa-mc", ["objective.vtm_weight=0", "model.patch_size=4",
+                                                                  "model.tubelet=4", "train.epochs=40"]),
     "qa-oe/default": ("qa-oe", []),
     "qa-oe/patch=4,tubelet=4,epochs=6": ("qa-oe", ["model.patch_size=4", "model.tubelet=4", "train.epochs=6"]),
+    # Each "question answer" text of the vocabulary scored by the dual encoder instead of a classifier on the
+    # fused pass: no fused pass, so the finer tubelets fit the budget too.
+    "qa-oe/answer_scoring=text": ("qa-oe", ["objective.answer_scoring=text"]),
+    "qa-oe/answer_scoring=text,patch=4,tubelet=4": ("qa-oe", ["objective.answer_scoring=text", "model.patch_size=4",
+                                                              "model.tubelet=4"]),
     "qa-oe/vtc_weight=0": ("qa-oe", ["objective.vtc_weight=0"]),
     "qa-oe/epochs=16": ("qa-oe", ["train.epochs=16"]),
     "qa-oe/epochs=32": ("qa-oe", ["train.epochs=32"]),
@@ -69,6 +80,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "pretrain/patch=4,tubelet=4,epochs=14,curve": ("pretrain", ["model.patch_size=4", "model.tubelet=4",
                                                                 "train.epochs=14", "train.eval_every=35",
                                                                 "eval.rerank_k=0"]),
+    # The same tubelets without VTM, whose 3B fused pairs are about half of the step: ~2x the steps in the budget.
+    "pretrain/patch=4,tubelet=4,vtm_weight=0,epochs=25,curve": ("pretrain", [
+        "model.patch_size=4", "model.tubelet=4", "objective.vtm_weight=0", "train.epochs=25", "train.eval_every=35",
+        "eval.rerank_k=0"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.
     "retrieval-from-pretrain/default": ("retrieval", []),
     "retrieval-from-pretrain/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),

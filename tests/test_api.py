@@ -51,11 +51,12 @@ def retrieval_run(world, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def qa_mc_run(world, tmp_path_factory):
+@pytest.fixture(scope="module", params=[0.0, 1.0], ids=["dual", "dual+vtm"])
+def qa_mc_run(world, tmp_path_factory, request):
+    """qa-mc runs scoring options by the dual encoder alone (objective.vtm_weight=0) and with the VTM match."""
     out = tmp_path_factory.mktemp("api_runs") / "qa-mc"
     train.main(["--task", "qa-mc", "--data", str(world), "--output-dir", str(out), "--max-steps", "2",
-                "--batch-size", "4", *SMOKE_MODEL])
+                "--batch-size", "4", f"objective.vtm_weight={request.param}", *SMOKE_MODEL])
     return out
 
 
@@ -191,6 +192,8 @@ def test_answer_needs_the_right_run(world, model, qa_mc_run, tmp_path):
     with pytest.raises(RunCapabilityError, match="qa-oe"):
         model.answer(next((videos_dir(world) / "test").iterdir()), "what moves?")
     qa = violet.load(qa_mc_run, device="cpu")
+    vtm_weight = json.loads((qa_mc_run / "config.json").read_text())["objective"]["vtm_weight"]
+    assert ("vtm" in qa.heads) == (vtm_weight > 0)  # no fused match head is built or saved without its loss
     rows = load_prepared(world, "qa_mc")["test"]
     choices = []
     for row in rows:
@@ -205,11 +208,13 @@ def test_answer_needs_the_right_run(world, model, qa_mc_run, tmp_path):
 
 
 
-def test_open_ended_answers_agree_with_evaluate(world, tmp_path):
+@pytest.mark.parametrize("scoring", ["classifier", "text"])
+def test_open_ended_answers_agree_with_evaluate(world, tmp_path, scoring):
     out = tmp_path / "qa-oe"
     train.main(["--task", "qa-oe", "--data", str(world), "--output-dir", str(out), "--max-steps", "2",
-                "--batch-size", "8", *SMOKE_MODEL])
+                "--batch-size", "8", f"objective.answer_scoring={scoring}", *SMOKE_MODEL])
     qa = violet.load(out, device="cpu")
+    assert ("qa_oe" in qa.heads) == (scoring == "classifier")  # text scoring needs no classifier head
     rows = load_prepared(world, "qa_oe")["test"]
     right = []
     for row in rows:

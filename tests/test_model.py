@@ -124,3 +124,25 @@ def test_base_preset_size_is_plausible():
     with torch.device("meta"):
         model = VideoLanguageModel(preset("base"), 30522, ["vtc", "vtm", "mlm", "mvm"])
     assert 150e6 < count_parameters(model) < 300e6
+
+
+def test_text_scored_answers_are_each_question_answer_text_against_its_own_video():
+    from violet.data.text import load_tokenizer
+    from violet.tasks.qa_oe import answer_candidates, text_answer_logits
+
+    config = tiny()
+    tokenizer = load_tokenizer()
+    model = VideoLanguageModel(config, len(tokenizer), ["vtc"]).eval()
+    frames = inputs(config)[0]
+    questions, answers = ["which way first?", "how many moves?"], ["left", "two", "red"]
+    candidates = answer_candidates(tokenizer, questions, answers, config.max_text_len)
+    with torch.no_grad():
+        video = model("video", frames=frames)
+        logits = text_answer_logits(model, video, candidates["input_ids"], candidates["attention_mask"])
+        assert logits.shape == (2, 3)
+        # Row q, column a is "question q answer a" alone against video q (question-major candidate order).
+        alone = answer_candidates(tokenizer, [questions[1]], [answers[2]], config.max_text_len)
+        text = model("text", ids=alone["input_ids"], mask=alone["attention_mask"])
+        expected = text["logit_scale"] * (text["embed"][0] * video["embed"][1]).sum()
+    assert torch.allclose(logits[1, 2], expected.squeeze(), atol=1e-4)
+    assert not torch.allclose(logits[0, 2], logits[1, 2])  # another question and video: another score

@@ -50,7 +50,7 @@ from violet.engine.weights import load_weights
 from violet.models import VideoLanguageModel
 from violet.runtime import mixed_precision
 from violet.tasks.qa_mc import score_options
-from violet.tasks.qa_oe import OpenEndedQATask, answer_logits
+from violet.tasks.qa_oe import OpenEndedQATask, answer_candidates, answer_logits, text_answer_logits
 from violet.tasks.ranking import RERANKED_OFFSET
 from violet.windows import best_window_matches, pooled_embeddings
 
@@ -123,9 +123,14 @@ class TrainedModel:
         self.task = self.config.task
         self.settings = clip_settings(self.run, self.config)
         self.heads = saved_heads(self.run)
-        self.answers = OpenEndedQATask.load_answers(self.run.path) if "qa_oe" in self.heads else []
+        # A qa-oe run answers with its classifier head, or (objective.answer_scoring=text) by scoring each answer
+        # of its vocabulary as text with the dual encoder.
+        self.answers_by_text = self.task == "qa-oe" and self.config.objective.answer_scoring == "text"
+        answerer = "qa_oe" in self.heads or self.answers_by_text
+        self.answers = OpenEndedQATask.load_answers(self.run.path) if answerer else []
         self.tokenizer = load_tokenizer(self.run.tokenizer_dir)
-        model = VideoLanguageModel(self.config.model, len(self.tokenizer), self.heads, len(self.answers))
+        model = VideoLanguageModel(self.config.model, len(self.tokenizer), self.heads,
+                                   len(self.answers) if "qa_oe" in self.heads else 0)
         load_weights(model, self.run.path, required_heads=self.heads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
@@ -305,14 +310,20 @@ class TrainedModel:
         "probabilities"}; without (a qa-oe run): {"answers": [{"answer", "probability"}, ...]}, best first."""
         if options is not None:
             return self._choose(video, question, list(options))
-        if "qa_oe" not in self.heads:
+        if not self.answers:
             raise RunCapabilityError(f"{self.run.path} is a {self.task} run without an answer classifier: open-ended "
                                      "answers need a qa-oe run; give options for multiple choice")
         tokens = tokenize(self.tokenizer, [question], self.config.model.max_text_len)
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         frames = self.clips(video)[:1].to(self.device)
         with self.inference():
-            logits = answer_logits(self.model, self.model("video", frames=frames), ids, mask)
+            video = self.model("video", frames=frames)
+            if self.answers_by_text:
+                candidates = answer_candidates(self.tokenizer, [question], self.answers, self.config.model.max_text_len)
+                logits = text_answer_logits(self.model, video, candidates["input_ids"].to(self.device),
+                                            candidates["attention_mask"].to(self.device))
+            else:
+                logits = answer_logits(self.model, video, ids, mask)
         probabilities = logits[0].float().softmax(dim=-1).cpu()
         best = probabilities.topk(min(top_k, len(probabilities)))
         return {"answers": [{"answer": self.answers[i], "probability": float(p)}
@@ -320,7 +331,7 @@ class TrainedModel:
 
     def _choose(self, video: Video, question: str, options: list[str]) -> dict[str, Any]:
         """qa-mc's option score (violet.tasks.qa_mc.score_options), as evaluation computes it."""
-        missing = [head for head in ("vtc", "vtm") if head not in self.heads]
+        missing = [head for head in ("vtc",) if head not in self.heads]
         if missing or not options:
             raise RunCapabilityError(f"{self.run.path} ({self.task}) cannot choose an option: " + (
                 f"it has no {' or '.join(missing)} head (use a qa-mc run)" if missing else "no options given"))
@@ -330,7 +341,8 @@ class TrainedModel:
         frames = self.clips(video)[:1].to(self.device)
         owner = torch.zeros(len(options), dtype=torch.long, device=self.device)  # every option asks about clip 0
         with self.inference():
-            scores = score_options(self.model, self.model("video", frames=frames), ids, mask, owner)[0].cpu()
+            scores = score_options(self.model, self.model("video", frames=frames), ids, mask, owner,
+                                   matching="vtm" in self.heads)[0].cpu()
         choice = int(scores.argmax())
         return {"choice": choice, "option": options[choice], "scores": scores.tolist(),
                 "probabilities": scores.softmax(dim=0).tolist()}

@@ -17,6 +17,7 @@ from violet.data.text import tokenize
 from violet.metrics import accuracy
 from violet.objectives import match_score, video_keys, vtc_loss
 from violet.tasks.base import Task
+from violet.tasks.ranking import caption_heads
 from violet.tasks.registry import register
 
 
@@ -26,6 +27,11 @@ class MultipleChoiceQATask(Task):
     heads = ("vtc", "vtm")
     supports_zero_shot = True
     defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}}
+
+    def __init__(self, config: Any, tokenizer: Any) -> None:
+        super().__init__(config, tokenizer)
+        # objective.vtm_weight=0: options are scored by the dual encoder alone, without the fused pass per option.
+        self.heads = caption_heads(self.heads, config.objective)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         texts, counts = [], []
@@ -43,7 +49,7 @@ class MultipleChoiceQATask(Task):
         counts = batch["option_counts"]
         video = model("video", frames=batch["frames"])
         owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        flat, text = score_options(model, video, batch["text_ids"], batch["text_mask"], owner)
+        flat, text = score_options(model, video, batch["text_ids"], batch["text_mask"], owner, "vtm" in self.heads)
         scores = torch.full((len(counts), int(counts.max())), float("-inf"), device=flat.device)
         column = torch.arange(len(owner), device=counts.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         scores[owner, column] = flat
@@ -88,14 +94,18 @@ class MultipleChoiceQATask(Task):
 
 
 def score_options(
-    model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor
+    model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor,
+    matching: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """The score of each "question option" text against its video (`owner[i]` = the row of `video`, a video
-    pass's output, that text i belongs to): VTM match log-odds of the fused pair plus the scaled dual-encoder
-    similarity. Returns the flat scores and the text pass. The task and violet.load both score with this."""
+    pass's output, that text i belongs to): the scaled dual-encoder similarity, plus with `matching` (a model
+    with a VTM head) the VTM match log-odds of the fused pair. Returns the flat scores and the text pass. The
+    task and violet.load both score with this."""
     text = model("text", ids=ids, mask=mask)
-    fused = model("fusion", text_tokens=text["tokens"], text_mask=mask, video_tokens=video["tokens"][owner])
     dual = text["logit_scale"].float() * (text["embed"].float() * video["embed"][owner].float()).sum(dim=-1)
+    if not matching:
+        return dual, text
+    fused = model("fusion", text_tokens=text["tokens"], text_mask=mask, video_tokens=video["tokens"][owner])
     return match_score(fused["vtm_logits"]) + dual, text
 
 

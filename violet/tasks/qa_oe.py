@@ -37,6 +37,9 @@ class OpenEndedQATask(Task):
         if top_k and top_k < len(self.answers):
             self.answers = self.answers[:top_k]
         self.answer_ids = {answer: position for position, answer in enumerate(self.answers)}
+        self.by_text = config.objective.answer_scoring == "text"
+        if self.by_text:  # answers are scored as texts by the dual encoder: no classifier head
+            self.heads = ("vtc",)
 
     def num_answers(self) -> int:
         return len(self.answers)
@@ -58,11 +61,18 @@ class OpenEndedQATask(Task):
         # "question answer" texts for the contrastive term (see training_step).
         pairs = tokenize(self.tokenizer, [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"])],
                          self.config.model.max_text_len)
-        return {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"], "label": torch.tensor(labels),
-                "pair_ids": pairs["input_ids"], "pair_mask": pairs["attention_mask"]}
+        fields = {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"], "label": torch.tensor(labels),
+                  "pair_ids": pairs["input_ids"], "pair_mask": pairs["attention_mask"]}
+        if self.by_text:
+            candidates = answer_candidates(self.tokenizer, batch["question"], self.answers,
+                                           self.config.model.max_text_len)
+            fields.update(candidate_ids=candidates["input_ids"], candidate_mask=candidates["attention_mask"])
+        return fields
 
     def answer_logits(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
         video = model("video", frames=batch["frames"])
+        if self.by_text:
+            return text_answer_logits(model, video, batch["candidate_ids"], batch["candidate_mask"]), video
         return answer_logits(model, video, batch["text_ids"], batch["text_mask"]), video
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -122,3 +132,16 @@ def answer_logits(model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor,
     pass's output, one row per question). The task and violet.load both answer with this."""
     text = model("text", ids=ids, mask=mask, embed=False)["tokens"]
     return model("fusion", text_tokens=text, text_mask=mask, video_tokens=video["tokens"])["answer_logits"]
+
+
+def answer_candidates(tokenizer: Any, questions: list[str], answers: list[str], max_len: int) -> dict:
+    """Tokens of every "question answer" text, question-major: row q * len(answers) + a."""
+    return tokenize(tokenizer, [f"{question} {answer}" for question in questions for answer in answers], max_len)
+
+
+def text_answer_logits(model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(questions, answers) logits: the scaled dual-encoder similarity of each "question answer" text
+    (answer_candidates' rows) to its question's video (`video`, one row per question)."""
+    text = model("text", ids=ids, mask=mask)
+    embed = text["embed"].float().view(video["embed"].shape[0], -1, text["embed"].shape[-1])
+    return text["logit_scale"].float() * torch.einsum("qad,qd->qa", embed, video["embed"].float())
