@@ -92,9 +92,28 @@ def test_qa_oe_train_and_evaluate_counts_oov(demo_data, tmp_path):
     run_train("qa-oe", demo_data, out, "--max-steps", "3", "objective.answer_top_k=3")
     answers = json.loads((out / "answers.json").read_text())
     assert len(answers) == 3
+    assert json.loads((out / "config.json").read_text())["objective"]["answer_scoring"] == "text"
     metrics = evaluate.main(["--task", "qa-oe", "--data", str(demo_data), "--checkpoint", str(out)])
     assert metrics["n_oov"] > 0  # answers outside the 3 kept are counted, not dropped
     assert metrics["accuracy"] <= 100 * (metrics["n"] - metrics["n_oov"]) / metrics["n"]
+
+
+def test_open_ended_answers_are_scored_as_texts_for_small_vocabularies_and_the_run_records_it(demo_data):
+    from violet.config import RunConfig
+    from violet.data.text import load_tokenizer
+    from violet.runtime import build_config
+    from violet.tasks import get_task
+
+    task_cls, tokenizer = get_task("qa-oe"), load_tokenizer()
+    small = build_config(task_cls, data_dir=str(demo_data))
+    assert small.objective.answer_scoring == "auto"
+    assert task_cls(small, tokenizer, answers=["left", "right"]).heads == ("vtc",)
+    assert small.objective.answer_scoring == "text"  # resolved into the config the run saves
+    large = build_config(task_cls, data_dir=str(demo_data))
+    many = [f"answer{i}" for i in range(51)]
+    assert "qa_oe" in task_cls(large, tokenizer, answers=many).heads
+    assert large.objective.answer_scoring == "classifier"
+    assert RunConfig().objective.answer_scoring == "classifier"  # what a run saved before the option had
 
 
 def test_unprepared_data_is_a_clear_error(tmp_path):

@@ -222,14 +222,15 @@ class ObjectiveConfig:
     answer_top_k: int = 0  # 0 = the answer vocabulary prepared with the data
     # qa-oe: "classifier" = a linear head over the answer vocabulary on the fused question + video pass;
     # "text" = each "question answer" text of the vocabulary scored against the video by the dual encoder
-    # (no fused pass; a step encodes questions x answers short texts).
+    # (no fused pass; a step encodes questions x answers short texts); "auto" = text for small vocabularies.
+    # The run records its choice. The field default stays "classifier": runs saved before the option had one.
     answer_scoring: str = "classifier"
 
     def __post_init__(self) -> None:
         # Checked here as well as where they are used, so a typo fails when the config is made, not mid-setup.
         _one_of("objective.mvm_target", self.mvm_target, ("pixel", "hog", "vq"))
         _one_of("objective.vtm_negatives", self.vtm_negatives, ("global", "local"))
-        _one_of("objective.answer_scoring", self.answer_scoring, ("classifier", "text"))
+        _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
         for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):

@@ -1,9 +1,9 @@
-"""Multiple-choice video QA. Each "question + option" gets a score from two paths that share the encoders:
-the dual-encoder similarity of the option text to the video (the contrastive path) and the cross-modal VTM match
-head over the fused pair. Training is cross-entropy over a question's options plus a contrastive term that
-pairs each video with its correct "question + answer" text against the other videos of the batch: that term is
-what teaches the video encoder motion from QA data alone (the option loss by itself stayed at chance).
-The same scores work zero-shot from a pretrained checkpoint (which has both heads).
+"""Multiple-choice video QA. Each "question + option" text gets the dual-encoder similarity to the video (the
+contrastive path) as its score; with `objective.vtm_weight` > 0 also the cross-modal VTM match of the fused pair,
+which costs a fused pass per option. Training is cross-entropy over a question's options plus a contrastive term
+that pairs each video with its correct "question + answer" text against the other videos of the batch: that term
+is what teaches the video encoder motion from QA data alone (the option loss by itself stayed at chance).
+The same scores work zero-shot from a pretrained checkpoint (with its VTM head when it has one).
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ class MultipleChoiceQATask(Task):
     annotation_kind = "qa_mc"
     heads = ("vtc", "vtm")
     supports_zero_shot = True
-    defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}}
+    # Dual-encoder scoring alone: the fused pass per option cost most of the step, and without it the finer tubelets
+    # of the tiny preset fit the budget (docs/benchmarks.md, "Ablations").
+    defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}, "objective": {"vtm_weight": 0.0}}
 
     def __init__(self, config: Any, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)

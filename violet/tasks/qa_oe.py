@@ -6,6 +6,7 @@ their number is reported as `n_oov` (VIOLET dropped them silently, inflating acc
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,19 @@ from violet.tasks.base import Task
 from violet.tasks.registry import register
 
 ANSWERS_FILE = "answers.json"
+# Text scoring encodes every answer with every question of the batch: batch x answers short texts a step (1,600
+# at 50 answers and batch 32), so "auto" keeps it to small vocabularies and uses the classifier beyond.
+MAX_TEXT_SCORED_ANSWERS = 50
+logger = logging.getLogger(__name__)
 
 
 @register("qa-oe")
 class OpenEndedQATask(Task):
     annotation_kind = "qa_oe"
     heads = ("vtc", "qa_oe")
-    defaults = {"train": {"epochs": 8, "lr": 3e-4}}  # several questions per video: ~300 steps on ~250 videos
+    # Several questions per video: 8 epochs are ~300 steps on ~250 videos. Answers scored as texts learned
+    # direction and speed where the classifier stayed at chance (docs/benchmarks.md, "Ablations").
+    defaults = {"train": {"epochs": 8, "lr": 3e-4}, "objective": {"answer_scoring": "auto"}}
 
     def __init__(self, config: Any, tokenizer: Any, answers: list[str] | None = None) -> None:
         super().__init__(config, tokenizer)
@@ -37,6 +44,11 @@ class OpenEndedQATask(Task):
         if top_k and top_k < len(self.answers):
             self.answers = self.answers[:top_k]
         self.answer_ids = {answer: position for position, answer in enumerate(self.answers)}
+        if config.objective.answer_scoring == "auto":  # resolved here, so the saved config records the choice
+            small = len(self.answers) <= MAX_TEXT_SCORED_ANSWERS
+            config.objective.answer_scoring = "text" if small else "classifier"
+            logger.info("qa-oe scores its %d answers with %s (objective.answer_scoring=auto)", len(self.answers),
+                        "their texts" if small else f"a classifier (more than {MAX_TEXT_SCORED_ANSWERS})")
         self.by_text = config.objective.answer_scoring == "text"
         if self.by_text:  # answers are scored as texts by the dual encoder: no classifier head
             self.heads = ("vtc",)
