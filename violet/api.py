@@ -306,7 +306,7 @@ class TrainedModel:
 
     def answer(self, video: Video, question: str, options: Sequence[str] | None = None,
                top_k: int = 5) -> dict[str, Any]:
-        """With `options` (a qa-mc run, or zero-shot a pretraining run): {"choice", "option", "scores",
+        """With `options` (a qa-mc run; zero-shot any run with the dual encoder): {"choice", "option", "scores",
         "probabilities"}; without (a qa-oe run): {"answers": [{"answer", "probability"}, ...]}, best first."""
         if options is not None:
             return self._choose(video, question, list(options))

@@ -42,11 +42,12 @@ _SIMVTP_OBJECTIVE = {"mvm_ratio": 0.9, "mlm_prob": 0.75}
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         ModelConfig(preset="tiny"), "separate ViT / text / fusion stacks, width 128, 64 px (tests, CPU)",
-        # Retrieval and QA from scratch: 4 x 4 x 4 tubelets (512 tokens). With 8-pixel patches retrieval confused
-        # the shapes of 13-pixel things (val t2v R@1 42.8 -> 52.2 on the tuning worlds); the QA tasks afford them
-        # since they score by the dual encoder (no fused pass per option or question). Pretraining keeps 2 x 8 x 8:
-        # at ~2.7x the step cost it fits 10 minutes only with fewer epochs, and then learned less (docs/benchmarks.md).
-        task_model={task: {"patch_size": 4, "tubelet": 4} for task in ("retrieval", "qa-mc", "qa-oe")},
+        # Retrieval and qa-oe from scratch: 4 x 4 x 4 tubelets (512 tokens). With 8-pixel patches retrieval confused
+        # the shapes of 13-pixel things (val t2v R@1 42.8 -> 52.2 on the tuning worlds); qa-oe affords them since it
+        # scores answers by the dual encoder (no fused pass per question). qa-mc (a fused VTM pass per option) and
+        # pretraining keep 2 x 8 x 8: at ~2.5x the step cost they fit 10 minutes only with fewer epochs, and then
+        # learned less (docs/benchmarks.md, "Ablations").
+        task_model={task: {"patch_size": 4, "tubelet": 4} for task in ("retrieval", "qa-oe")},
     ),
     "small": Preset(
         ModelConfig(preset="small", width=384, heads=6, video_depth=6, text_depth=4, fusion_depth=4, image_size=224,
