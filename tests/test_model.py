@@ -138,7 +138,7 @@ def test_text_scored_answers_are_each_question_answer_text_against_its_own_video
     candidates = answer_candidates(tokenizer, questions, answers, config.max_text_len)
     with torch.no_grad():
         video = model("video", frames=frames)
-        logits = text_answer_logits(model, video, candidates["input_ids"], candidates["attention_mask"])
+        logits = text_answer_logits(model, video, candidates["input_ids"], candidates["attention_mask"])[0]
         assert logits.shape == (2, 3)
         # Row q, column a is "question q answer a" alone against video q (question-major candidate order).
         alone = answer_candidates(tokenizer, [questions[1]], [answers[2]], config.max_text_len)

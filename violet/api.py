@@ -321,7 +321,7 @@ class TrainedModel:
             if self.answers_by_text:
                 candidates = answer_candidates(self.tokenizer, [question], self.answers, self.config.model.max_text_len)
                 logits = text_answer_logits(self.model, video, candidates["input_ids"].to(self.device),
-                                            candidates["attention_mask"].to(self.device))
+                                            candidates["attention_mask"].to(self.device))[0]
             else:
                 logits = answer_logits(self.model, video, ids, mask)
         probabilities = logits[0].float().softmax(dim=-1).cpu()

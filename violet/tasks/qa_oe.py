@@ -70,33 +70,37 @@ class OpenEndedQATask(Task):
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         tokens = tokenize(self.tokenizer, batch["question"], self.config.model.max_text_len)
         labels = [self.answer_ids.get(answer.strip().lower(), -1) for answer in batch["answer"]]
+        fields = {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"], "label": torch.tensor(labels)}
+        if self.by_text:  # the candidates include each row's "question answer" text: no separate pair texts
+            candidates = answer_candidates(self.tokenizer, batch["question"], self.answers,
+                                           self.config.model.max_text_len)
+            return {**fields, "candidate_ids": candidates["input_ids"], "candidate_mask": candidates["attention_mask"]}
         # "question answer" texts for the contrastive term (see training_step).
         pairs = tokenize(self.tokenizer, [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"])],
                          self.config.model.max_text_len)
-        fields = {"text_ids": tokens["input_ids"], "text_mask": tokens["attention_mask"], "label": torch.tensor(labels),
-                  "pair_ids": pairs["input_ids"], "pair_mask": pairs["attention_mask"]}
-        if self.by_text:
-            candidates = answer_candidates(self.tokenizer, batch["question"], self.answers,
-                                           self.config.model.max_text_len)
-            fields.update(candidate_ids=candidates["input_ids"], candidate_mask=candidates["attention_mask"])
-        return fields
+        return {**fields, "pair_ids": pairs["input_ids"], "pair_mask": pairs["attention_mask"]}
 
     def answer_logits(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
         video = model("video", frames=batch["frames"])
         if self.by_text:
-            return text_answer_logits(model, video, batch["candidate_ids"], batch["candidate_mask"]), video
+            return text_answer_logits(model, video, batch["candidate_ids"], batch["candidate_mask"])[0], video
         return answer_logits(model, video, batch["text_ids"], batch["text_mask"]), video
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        logits, video = self.answer_logits(model, batch)
+        video = model("video", frames=batch["frames"])
+        if self.by_text:
+            logits, candidates = text_answer_logits(model, video, batch["candidate_ids"], batch["candidate_mask"])
+            pair = candidates[torch.arange(len(logits), device=logits.device), batch["label"]]
+        else:
+            logits = answer_logits(model, video, batch["text_ids"], batch["text_mask"])
+            pair = model("text", ids=batch["pair_ids"], mask=batch["pair_mask"])["embed"]
         logits = logits.float()
         loss = F.cross_entropy(logits, batch["label"])
         # Contrastive term: each video against its "question answer" text and the others of the batch. The
         # classifier alone did not teach the video encoder motion; this signal does. Rows of one video are
         # positives of each other's videos (multi-positive targets).
-        pair = model("text", ids=batch["pair_ids"], mask=batch["pair_mask"])
         keys = video_keys(batch["video"], logits.device)
-        terms = vtc_loss(pair["embed"], video["embed"], video["logit_scale"], self.config.objective.vtc_weight, keys)
+        terms = vtc_loss(pair, video["embed"], video["logit_scale"], self.config.objective.vtc_weight, keys)
         acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
         return loss + terms["vtc"], {"qa_oe": loss, "vtc": terms["vtc"], "qa_oe_acc": acc.detach()}
 
@@ -151,9 +155,13 @@ def answer_candidates(tokenizer: Any, questions: list[str], answers: list[str], 
     return tokenize(tokenizer, [f"{question} {answer}" for question in questions for answer in answers], max_len)
 
 
-def text_answer_logits(model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def text_answer_logits(
+    model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(questions, answers) logits: the scaled dual-encoder similarity of each "question answer" text
-    (answer_candidates' rows) to its question's video (`video`, one row per question)."""
+    (answer_candidates' rows) to its question's video (`video`, one row per question); and the texts' embeddings,
+    (questions, answers, dim), which training reuses for its contrastive term."""
     text = model("text", ids=ids, mask=mask)
-    embed = text["embed"].float().view(video["embed"].shape[0], -1, text["embed"].shape[-1])
-    return text["logit_scale"].float() * torch.einsum("qad,qd->qa", embed, video["embed"].float())
+    embed = text["embed"].view(video["embed"].shape[0], -1, text["embed"].shape[-1])
+    logits = text["logit_scale"].float() * torch.einsum("qad,qd->qa", embed.float(), video["embed"].float())
+    return logits, embed
