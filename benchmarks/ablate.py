@@ -89,8 +89,14 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "retrieval-from-pretrain/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),
     "retrieval-from-pretrain/lr=1e-4": ("retrieval", ["train.lr=1e-4"]),
     "retrieval-from-pretrain/lr=1e-4,epochs=20": ("retrieval", ["train.lr=1e-4", "train.epochs=20"]),
+    # The same fine-tuning (the --init defaults: lr 1e-4, 20 epochs) from the 4 x 4 x 4 pretraining without VTM pairs,
+    # whose tubelets the fine-tuned run inherits.
+    "retrieval-from-pretrain-p4/default": ("retrieval", []),
 }
-INIT_FROM = {"retrieval-from-pretrain": "pretrain/epochs=35,curve"}  # row family -> the row whose run is --init
+INIT_FROM = {  # row family -> the row whose run is --init
+    "retrieval-from-pretrain": "pretrain/epochs=35,curve",
+    "retrieval-from-pretrain-p4": "pretrain/patch=4,tubelet=4,vtm_weight=0,epochs=25,curve",
+}
 HEADLINE = {"retrieval": ("t2v_r1", "t2v_r5", "t2v_r10"), "qa-mc": ("accuracy",), "qa-oe": ("accuracy",),
             "pretrain": ("t2v_r1", "t2v_r5", "t2v_r10")}
 

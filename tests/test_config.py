@@ -108,20 +108,29 @@ def test_init_keeps_the_checkpoint_architecture_and_the_users_model_overrides(tm
                     "--init", str(run), "--model", "base"])
 
 
-def test_tiny_preset_gives_tasks_their_own_patches_unless_the_architecture_comes_from_a_checkpoint(tmp_path):
-    for task in ("retrieval", "qa-oe"):
+def test_tiny_preset_gives_tasks_their_own_settings_unless_the_architecture_comes_from_a_checkpoint(tmp_path):
+    for task in ("retrieval", "qa-oe", "pretrain"):
         model = build_config(get_task(task)).model
         assert (model.patch_size, model.tubelet) == (4, 4), task
-    for task in ("qa-mc", "pretrain"):
-        model = build_config(get_task(task)).model
-        assert (model.patch_size, model.tubelet) == (8, 2), task
+    model = build_config(get_task("qa-mc")).model
+    assert (model.patch_size, model.tubelet) == (8, 2)
+    # Tiny pretraining also drops the VTM pairs and runs 25 epochs (the task's own default is 35, with VTM) ...
+    tiny = build_config(get_task("pretrain"))
+    assert (tiny.objective.vtm_weight, tiny.train.epochs) == (0.0, 25)
+    # ... while the paper-size presets keep the task's recipe.
+    base = build_config(get_task("pretrain"), model="base")
+    assert (base.objective.vtm_weight, base.train.epochs) == (1.0, 35)
     assert build_config(get_task("retrieval"), dotted=["model.patch_size=8"]).model.patch_size == 8  # user wins
+    assert build_config(get_task("pretrain"), dotted=["objective.vtm_weight=1"]).objective.vtm_weight == 1.0
     saved = RunConfig()  # a run trained with 8-pixel patches (e.g. pretraining) keeps them when fine-tuned
     run = tmp_path / "run"
     run.mkdir()
     save_config(saved, run / "config.json")
     from_run = build_config(get_task("retrieval"), init=str(run)).model
     assert (from_run.patch_size, from_run.tubelet) == (8, 2)
+    # Pretraining continued from a checkpoint keeps its architecture but still gets the preset's other settings.
+    continued = build_config(get_task("pretrain"), init=str(run))
+    assert (continued.model.patch_size, continued.objective.vtm_weight, continued.train.epochs) == (8, 0.0, 25)
 
 
 def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_path):

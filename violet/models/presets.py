@@ -25,9 +25,10 @@ class Preset:
     pretrain_frames: int = 0  # data.num_frames for --task pretrain (0 = leave the default)
     downstream_frames: int = 0  # data.num_frames for the other tasks
     objective: dict[str, Any] = field(default_factory=dict)  # e.g. SimVTP's 90 % tube / 75 % text masking
-    # Model settings per task for a run built from the preset (with --init the checkpoint's architecture wins):
-    # what one task learns best with can cost another its step budget (see the tiny preset).
-    task_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Settings per task, as config sections (task -> section -> values), for a run built from the preset: what one
+    # task learns best with can cost another its step budget (see the tiny preset). With --init the checkpoint's
+    # architecture wins, so the "model" section is left out then; the other sections still apply.
+    task_settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)  # parameter counts of the published backbones
 
 
@@ -42,12 +43,18 @@ _SIMVTP_OBJECTIVE = {"mvm_ratio": 0.9, "mlm_prob": 0.75}
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         ModelConfig(preset="tiny"), "separate ViT / text / fusion stacks, width 128, 64 px (tests, CPU)",
-        # Retrieval and qa-oe from scratch: 4 x 4 x 4 tubelets (512 tokens). With 8-pixel patches retrieval confused
+        # Retrieval, qa-oe and pretraining: 4 x 4 x 4 tubelets (512 tokens). With 8-pixel patches retrieval confused
         # the shapes of 13-pixel things (val t2v R@1 42.8 -> 52.2 on the tuning worlds); qa-oe affords them since it
-        # scores answers by the dual encoder (no fused pass per question). qa-mc (a fused VTM pass per option) and
-        # pretraining keep 2 x 8 x 8: at ~2.5x the step cost they fit 10 minutes only with fewer epochs, and then
-        # learned less (docs/benchmarks.md, "Ablations").
-        task_model={task: {"patch_size": 4, "tubelet": 4} for task in ("retrieval", "qa-oe")},
+        # scores answers by the dual encoder (no fused pass per question); pretraining affords them without its VTM
+        # pairs (half of its step at 512 tokens), in 25 epochs (zero-shot val R@1 36.7 -> 41.1), and a
+        # retrieval run fine-tuned from it inherits them. qa-mc (a fused VTM pass per option) keeps 2 x 8 x 8: at
+        # ~2.5x the step cost it fits 10 minutes only with fewer epochs, and then learned less (docs/benchmarks.md,
+        # "Ablations").
+        task_settings={
+            **{task: {"model": {"patch_size": 4, "tubelet": 4}} for task in ("retrieval", "qa-oe")},
+            "pretrain": {"model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0},
+                         "train": {"epochs": 25}},
+        },
     ),
     "small": Preset(
         ModelConfig(preset="small", width=384, heads=6, video_depth=6, text_depth=4, fusion_depth=4, image_size=224,
@@ -116,8 +123,9 @@ def preset_overrides(name: str, task: str, architecture: bool = True) -> dict[st
         overrides["data"] = {"num_frames": frames}
     if entry.objective:
         overrides["objective"] = dict(entry.objective)
-    if architecture and task in entry.task_model:
-        overrides["model"] = dict(entry.task_model[task])
+    for section, values in entry.task_settings.get(task, {}).items():
+        if section != "model" or architecture:
+            overrides[section] = {**overrides.get(section, {}), **values}
     return overrides
 
 
