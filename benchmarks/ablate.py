@@ -92,6 +92,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # The same fine-tuning (the --init defaults: lr 1e-4, 20 epochs) from the 4 x 4 x 4 pretraining without VTM pairs,
     # whose tubelets the fine-tuned run inherits.
     "retrieval-from-pretrain-p4/default": ("retrieval", []),
+    "retrieval-from-pretrain-p4/epochs=40": ("retrieval", ["train.epochs=40"]),
+    "retrieval-from-pretrain-p4/lr=2.5e-4,epochs=40": ("retrieval", ["train.lr=2.5e-4", "train.epochs=40"]),
 }
 INIT_FROM = {  # row family -> the row whose run is --init
     "retrieval-from-pretrain": "pretrain/epochs=35,curve",
