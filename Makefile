@@ -9,7 +9,7 @@ DEMO_RUNS ?= demo_runs
 STAGE_TIMER ?=
 # accelerate launch defaults to one CPU thread per process; a single process should use every core.
 LAUNCH := $(STAGE_TIMER) $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --num_cpu_threads_per_process $(shell nproc) --mixed_precision no --dynamo_backend no
-# Step budgets that keep the whole demo near 15 minutes on 2 CPU cores. The tiny preset pretrains with 4 x 4 x 4
+# Step budgets that keep the whole demo under 20 minutes on 2 CPU cores (19 measured: docs/benchmarks.md). The tiny preset pretrains with 4 x 4 x 4
 # tubelets (512 video tokens) and every stage fine-tuned from it inherits them, so its steps cost ~2-3x those of
 # the 2 x 8 x 8 tubelets the demo had before: fewer steps than then.
 PRETRAIN_STEPS ?= 120
