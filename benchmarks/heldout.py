@@ -2,10 +2,10 @@
 
 For each seed (never used to choose a default) it writes a fresh world (prepare/worlds.py), prepares it, trains
 every task with default settings only, evaluates on the world's *test* split, and prints one JSON object: per
-world and the mean over worlds. It also fine-tunes retrieval from the pretraining run (the `--init` defaults) and
-trains retrieval from scratch for the same number of epochs as that fine-tuning (the from-scratch recipe at the
-same step budget), beside retrieval from scratch with its own defaults when retrieval is among the tasks; and it
-runs the bare reference loop (benchmarks/bare_loop.py) on the same data when retrieval is among the tasks.
+world and the mean over worlds. With pretraining among the tasks it also fine-tunes retrieval from the pretraining
+run (the `--init` defaults) and trains retrieval from scratch for as many epochs as that fine-tuning (the same
+step budget); with retrieval among them, retrieval from scratch runs with its own defaults, and the bare reference
+loop (benchmarks/bare_loop.py) on the same data.
 
     python benchmarks/heldout.py --out /tmp/heldout --seeds 1001 1002 1003 [--tasks retrieval qa-mc qa-oe pretrain]
 
