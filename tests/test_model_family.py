@@ -47,7 +47,11 @@ def test_preset_overrides_carry_paper_settings():
     assert preset_overrides("simvtp-base", "pretrain")["objective"] == {"mvm_ratio": 0.9, "mlm_prob": 0.75}
     assert preset_overrides("violet-base", "pretrain")["data"]["num_frames"] == 4
     assert preset_overrides("violet-base", "retrieval")["data"]["num_frames"] == 5
-    assert preset_overrides("tiny", "pretrain") == {}
+    assert preset_overrides("tiny", "qa-mc") == {}  # tiny sets no frames or objective for every task ...
+    assert preset_overrides("tiny", "pretrain") == {  # ... only its per-task settings (docs/models.md)
+        "model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0}, "train": {"epochs": 25}}
+    assert preset_overrides("tiny", "pretrain", architecture=False) == {
+        "objective": {"vtm_weight": 0.0}, "train": {"epochs": 25}}
     assert preset("tiny") == dataclasses.replace(PRESETS["tiny"].model)  # tiny is unchanged
     with pytest.raises(KeyError, match="available"):
         preset_overrides("violet-huge", "pretrain")
