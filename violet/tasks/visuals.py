@@ -228,6 +228,8 @@ def masked_pass(task: Any, model: Any, batch: dict[str, Any], generator: torch.G
 @torch.no_grad()
 def pretrain_visuals(task: Any, model: Any, device: torch.device) -> dict[str, dict[str, Any]]:
     """Per fixed clip: an image (original, masked input, MVM prediction) and a text (MLM predictions)."""
+    if not {"mlm", "mvm"} <= set(task.heads):  # a run pretrained without a masked objective has no predictions to draw
+        return {}
     found = fixed_batch(task, device, task.config.data.num_frames)
     if found is None:
         return {}
