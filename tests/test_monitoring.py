@@ -106,6 +106,18 @@ def test_mae_style_hog_visuals_draw_glyph_rows(demo_data, tmp_path):
     assert "dropped tubes" not in visuals["text"]["pretrain/clip_0"]  # the label is drawn, not written
 
 
+def test_visuals_of_a_run_pretrained_without_mvm_show_the_clip_and_the_mlm_predictions(demo_data, tmp_path):
+    task, model, accelerator = build_task("pretrain", demo_data, tmp_path, "objective.mvm_weight=0")
+    with torch.no_grad():
+        visuals = task.visuals(model, accelerator)
+    assert visuals["images"]["pretrain/clip_0"].shape[0] == 128 + 2 * 2  # the original frames, one row
+    text = visuals["text"]["pretrain/clip_0"]
+    assert "No MVM in this run" in text and "masked words right" in text
+    task, model, accelerator = build_task("pretrain", demo_data, tmp_path, "objective.mvm_weight=0",
+                                          "objective.mlm_weight=0")
+    assert task.visuals(model, accelerator) == {}  # no masked pass in the step: nothing to draw
+
+
 def test_pixel_reconstruction_restores_patch_statistics():
     frames = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     from violet.objectives.mvm import pixel_targets

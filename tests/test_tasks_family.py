@@ -111,3 +111,44 @@ def test_caption_tasks_share_code_by_composition_not_inheritance(demo_data):
                 assert len(kept) + len(task.retrieval.eval_rows(HELDOUT)) == len(train)
             else:
                 assert len(kept) == len(train)
+
+
+@pytest.mark.parametrize("weights, heads, video_passes", [
+    ({"mvm_weight": 0.0}, ("vtc", "vtm", "mlm"), 1),  # no masked video pass: MLM reads the clean video
+    ({"mlm_weight": 0.0}, ("vtc", "vtm", "mvm"), 2),
+    ({"mlm_weight": 0.0, "mvm_weight": 0.0}, ("vtc", "vtm"), 1),
+    ({}, ("vtc", "vtm", "mlm", "mvm"), 2),
+])
+def test_a_zero_weight_masked_objective_drops_its_head_and_its_pass(weights, heads, video_passes, demo_data):
+    """A loss weighted 0 is not computed and multiplied by 0: its head is not built and its pass not run (MVM's is a
+    second trip through the video encoder), and the step's loss is the sum of the terms that remain."""
+    import torch
+
+    from violet.config import RunConfig, apply_overrides
+    from violet.data.text import load_tokenizer
+    from violet.tasks import TASKS
+
+    config = RunConfig()
+    apply_overrides(config, {"objective": weights, "data": {"data_dir": str(demo_data)},
+                             "model": {"image_size": 32}})
+    task = TASKS["pretrain"](config, load_tokenizer(""))
+    assert task.heads == heads
+    model = task.build_model()
+    assert set(model.heads) == set(heads)
+    calls = []
+    original = model.forward
+
+    def counting(kind, **kwargs):
+        calls.append(kind)
+        return original(kind, **kwargs)
+
+    model.forward = counting
+    batch = task.text_fields({"caption": ["a red ball rolls left", "a blue box moves up"] * 2})
+    batch.update(frames=torch.rand(4, 8, 3, 32, 32), video=["a", "b", "c", "d"])
+    loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
+    assert calls.count("video") == video_passes
+    assert ("mlm" in terms) == ("mlm" in heads) and ("mvm" in terms) == ("mvm" in heads)
+    expected = sum(terms[name] for name in ("vtc", "vtm", "mlm", "mvm") if name in terms)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None for p in model.text.parameters() if p.requires_grad)

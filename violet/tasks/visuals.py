@@ -197,21 +197,31 @@ def mvm_rows(task: Any, frames: torch.Tensor, hidden: torch.Tensor, targets: tor
 
 # ----- pretraining -----
 def masked_pass(task: Any, model: Any, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
-    """The joint MLM + MVM pass of the pretraining step, with masks drawn from `generator`."""
+    """The joint MLM + MVM pass of the pretraining step, with masks drawn from `generator`. A run without MVM
+    (objective.mvm_weight=0) reads the clean video, as its step does; its "hidden" and "predicted" are None."""
     config, frames = task.config, batch["frames"]
     steps, per_step = task.video_grid(frames)
-    if config.model.decoder_depth > 0:  # SimVTP: hidden tubes never enter the encoder
+    if "mvm" not in task.heads:
+        hidden, masked_video = None, model("video", frames=frames)
+    elif config.model.decoder_depth > 0:  # SimVTP: hidden tubes never enter the encoder
         hidden = tube_mask(frames.shape[0], steps, per_step, config.objective.mvm_ratio, frames.device, generator)
     else:  # VIOLET: hidden tokens replaced by the mask token
         hidden = random_patch_mask(frames.shape[0], steps * per_step, config.objective.mvm_ratio, frames.device,
                                    generator)
-    masked_video = model("video", frames=frames, mvm_mask=hidden)
+    if hidden is not None:
+        masked_video = model("video", frames=frames, mvm_mask=hidden)
     masked_ids, positions = mask_text_tokens(
         batch["text_ids"], batch["text_mask"], task.special_ids.to(frames.device), task.tokenizer.mask_token_id,
         len(task.tokenizer), config.objective.mlm_prob, generator)
     text = model("text", ids=masked_ids, mask=batch["text_mask"], embed=False)
     fused = model("fusion", text_tokens=text["tokens"], text_mask=batch["text_mask"],
                   video_tokens=masked_video["tokens"], mlm_positions=positions, mvm_positions=hidden)
+    mlm_predicted = batch["text_ids"].clone()
+    mlm_predicted[positions] = fused["mlm_logits"].argmax(dim=-1)
+    out = {"hidden": hidden, "targets": None, "predicted": None, "masked_ids": masked_ids, "mlm_positions": positions,
+           "mlm_predicted": mlm_predicted}
+    if hidden is None:
+        return out
     targets = task.mvm_target.targets(frames)
     if task.mvm_target.kind == "vq":
         predicted = torch.zeros_like(targets)
@@ -219,16 +229,14 @@ def masked_pass(task: Any, model: Any, batch: dict[str, Any], generator: torch.G
     else:
         predicted = torch.zeros_like(targets, dtype=torch.float)
         predicted[hidden] = fused["mvm_pred"].float()
-    mlm_predicted = batch["text_ids"].clone()
-    mlm_predicted[positions] = fused["mlm_logits"].argmax(dim=-1)
-    return {"hidden": hidden, "targets": targets, "predicted": predicted, "masked_ids": masked_ids,
-            "mlm_positions": positions, "mlm_predicted": mlm_predicted}
+    return {**out, "targets": targets, "predicted": predicted}
 
 
 @torch.no_grad()
 def pretrain_visuals(task: Any, model: Any, device: torch.device) -> dict[str, dict[str, Any]]:
-    """Per fixed clip: an image (original, masked input, MVM prediction) and a text (MLM predictions)."""
-    if not {"mlm", "mvm"} <= set(task.heads):  # a run pretrained without a masked objective has no predictions to draw
+    """Per fixed clip: an image (original, masked input, MVM prediction; the original alone without MVM) and a text
+    (MLM predictions). A run without MLM draws nothing: these visuals show the joint masked pass's predictions."""
+    if "mlm" not in task.heads:
         return {}
     found = fixed_batch(task, device, task.config.data.num_frames)
     if found is None:
@@ -242,12 +250,13 @@ def pretrain_visuals(task: Any, model: Any, device: torch.device) -> dict[str, d
     images, texts = {}, {}
     for i in range(frames.shape[0]):
         original = frames_hwc(frames[i])
-        hidden = hidden_pixels(out["hidden"][i], frames.shape[1], grid, model_config.tubelet,
-                               model_config.video_region)
-        rows, mvm_line = mvm_rows(task, frames[i], out["hidden"][i], out["targets"][i], out["predicted"][i])
-        images[f"pretrain/clip_{i}"] = labelled_grid(
-            [("original", upscale(original, scale)), (input_label, upscale(masked_frames(original, hidden), scale)),
-             *rows])
+        rows, mvm_line = [], "No MVM in this run (objective.mvm_weight=0): MLM read the whole clip."
+        if out["hidden"] is not None:
+            hidden = hidden_pixels(out["hidden"][i], frames.shape[1], grid, model_config.tubelet,
+                                   model_config.video_region)
+            rows, mvm_line = mvm_rows(task, frames[i], out["hidden"][i], out["targets"][i], out["predicted"][i])
+            rows = [(input_label, upscale(masked_frames(original, hidden), scale)), *rows]
+        images[f"pretrain/clip_{i}"] = labelled_grid([("original", upscale(original, scale)), *rows])
         header = f"{split} row {int(batch['index'][i])}, video `{batch['video'][i]}`. {mvm_line}"
         texts[f"pretrain/clip_{i}"] = header + "\n\n" + mlm_text(task.tokenizer, batch, out, i)
     return {"images": images, "text": texts}
