@@ -114,12 +114,12 @@ def test_tiny_preset_gives_tasks_their_own_settings_unless_the_architecture_come
         assert (model.patch_size, model.tubelet) == (4, 4), task
     model = build_config(get_task("qa-mc")).model
     assert (model.patch_size, model.tubelet) == (8, 2)
-    # Tiny pretraining also drops the VTM pairs and runs 25 epochs (the task's own default is 35, with VTM) ...
+    # Tiny pretraining also drops the VTM pairs and MVM and runs 32 epochs (the task's own default: 35, all losses) ...
     tiny = build_config(get_task("pretrain"))
-    assert (tiny.objective.vtm_weight, tiny.train.epochs) == (0.0, 25)
+    assert (tiny.objective.vtm_weight, tiny.objective.mvm_weight, tiny.train.epochs) == (0.0, 0.0, 32)
     # ... while the paper-size presets keep the task's recipe.
     base = build_config(get_task("pretrain"), model="base")
-    assert (base.objective.vtm_weight, base.train.epochs) == (1.0, 35)
+    assert (base.objective.vtm_weight, base.objective.mvm_weight, base.train.epochs) == (1.0, 1.0, 35)
     assert build_config(get_task("retrieval"), dotted=["model.patch_size=8"]).model.patch_size == 8  # user wins
     assert build_config(get_task("pretrain"), dotted=["objective.vtm_weight=1"]).objective.vtm_weight == 1.0
     saved = RunConfig()  # a run trained with 8-pixel patches (e.g. pretraining) keeps them when fine-tuned
@@ -130,7 +130,7 @@ def test_tiny_preset_gives_tasks_their_own_settings_unless_the_architecture_come
     assert (from_run.patch_size, from_run.tubelet) == (8, 2)
     # Pretraining continued from a checkpoint keeps its architecture but still gets the preset's other settings.
     continued = build_config(get_task("pretrain"), init=str(run))
-    assert (continued.model.patch_size, continued.objective.vtm_weight, continued.train.epochs) == (8, 0.0, 25)
+    assert (continued.model.patch_size, continued.objective.vtm_weight, continued.train.epochs) == (8, 0.0, 32)
 
 
 def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_path):

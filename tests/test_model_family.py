@@ -49,9 +49,10 @@ def test_preset_overrides_carry_paper_settings():
     assert preset_overrides("violet-base", "retrieval")["data"]["num_frames"] == 5
     assert preset_overrides("tiny", "qa-mc") == {}  # tiny sets no frames or objective for every task ...
     assert preset_overrides("tiny", "pretrain") == {  # ... only its per-task settings (docs/models.md)
-        "model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0}, "train": {"epochs": 25}}
+        "model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0, "mvm_weight": 0.0},
+        "train": {"epochs": 32}}
     assert preset_overrides("tiny", "pretrain", architecture=False) == {
-        "objective": {"vtm_weight": 0.0}, "train": {"epochs": 25}}
+        "objective": {"vtm_weight": 0.0, "mvm_weight": 0.0}, "train": {"epochs": 32}}
     assert preset("tiny") == dataclasses.replace(PRESETS["tiny"].model)  # tiny is unchanged
     with pytest.raises(KeyError, match="available"):
         preset_overrides("violet-huge", "pretrain")

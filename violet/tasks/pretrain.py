@@ -58,8 +58,8 @@ class PretrainTask(EvaluatedByRetrieval, Task):
     heads = ("vtc", "vtm", "mlm", "mvm")
     supports_zero_shot = True
     # Zero-shot retrieval on val still rose from 25 to 35 epochs with 2 x 8 x 8 tubelets and VTM (docs/benchmarks.md,
-    # "Ablations"). The tiny preset pretrains with 4 x 4 x 4 tubelets and without VTM in 25 epochs instead (~175
-    # steps, about 9.5 minutes on 2 CPU cores for ~250 videos): the finer tubelets cost more per step.
+    # "Ablations"). The tiny preset pretrains with 4 x 4 x 4 tubelets, VTC + MLM only, in 32 epochs instead (~224
+    # steps, about 9 minutes on 2 CPU cores for ~250 videos): the finer tubelets cost more per step.
     defaults: ClassVar[dict[str, Any]] = {"train": {"epochs": 35, "lr": 5e-4}}
 
     def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
