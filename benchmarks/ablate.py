@@ -88,6 +88,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "pretrain/patch=4,tubelet=4,vtm_weight=0,mvm_weight=0,epochs=32,curve": ("pretrain", [
         "model.patch_size=4", "model.tubelet=4", "objective.vtm_weight=0", "objective.mvm_weight=0", "train.epochs=32",
         "train.eval_every=35", "eval.rerank_k=0"]),
+    # Retrieval with pretraining's MLM as an auxiliary term (the fused pass costs ~2.6x the step): 32 epochs fit.
+    "retrieval/mlm_weight=1,epochs=32": ("retrieval", ["objective.mlm_weight=1", "train.epochs=32"]),
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
     "retrieval/batch=16": ("retrieval", ["train.batch_size=16"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.

@@ -91,7 +91,7 @@ def test_caption_tasks_share_code_by_composition_not_inheritance(demo_data):
     assert all(issubclass(cls, Task) for cls in TASKS.values())
     assert not [(a.name, b.name) for a in TASKS.values() for b in TASKS.values() if a is not b and issubclass(a, b)]
     pretrain, retrieval = TASKS["pretrain"], TASKS["retrieval"]
-    assert pretrain.heads == ("vtc", "vtm", "mlm", "mvm") and retrieval.heads == ("vtc", "vtm")
+    assert pretrain.heads == ("vtc", "vtm", "mlm", "mvm") and retrieval.heads == ("vtc", "vtm", "mlm")
     assert pretrain.annotation_kind == retrieval.annotation_kind == "captions"
     assert pretrain.supports_zero_shot and retrieval.supports_zero_shot
     tokenizer = load_tokenizer("")
@@ -152,3 +152,54 @@ def test_a_zero_weight_masked_objective_drops_its_head_and_its_pass(weights, hea
     assert torch.allclose(loss, expected)
     loss.backward()
     assert all(p.grad is not None for p in model.text.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("mlm_weight, heads", [(0.0, ("vtc",)), (0.5, ("vtc", "mlm"))])
+def test_retrieval_adds_mlm_only_when_weighted(mlm_weight, heads, demo_data):
+    """Retrieval's default has no MLM; with objective.mlm_weight > 0 the step adds the MLM term of one fused pass
+    over the masked caption and the clip the contrastive term already encoded (no second video pass)."""
+    import torch
+
+    from violet.data.text import load_tokenizer
+    from violet.runtime import build_config
+    from violet.tasks import get_task
+
+    task_cls = get_task("retrieval")
+    assert build_config(task_cls).objective.mlm_weight == 0.0  # the field's 1.0 is pretraining's
+    config = build_config(task_cls, data_dir=str(demo_data),
+                          dotted=["model.image_size=32", f"objective.mlm_weight={mlm_weight}"])
+    task = task_cls(config, load_tokenizer(""))
+    assert task.heads == heads
+    model = task.build_model()
+    assert set(model.heads) == set(heads)
+    calls = []
+    original = model.forward
+    model.forward = lambda kind, **kwargs: calls.append(kind) or original(kind, **kwargs)
+    batch = task.text_fields({"caption": ["a red ball rolls left", "a blue box moves up"] * 2})
+    batch.update(frames=torch.rand(4, 8, 3, 32, 32), video=["a", "b", "c", "d"])
+    loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
+    assert calls.count("video") == 1 and calls.count("fusion") == (mlm_weight > 0)
+    assert ("mlm" in terms) == (mlm_weight > 0)
+    assert torch.allclose(loss, terms["vtc"] + terms.get("mlm", 0.0))
+
+
+def test_runs_saved_before_retrieval_read_mlm_weight_load_without_mlm(tmp_path):
+    """config.json format 1 (no "format" key): only pretraining read objective.mlm_weight, the other tasks saved an
+    unused 1.0 and have no MLM head, so they load with 0. Format 2 keeps what was saved."""
+    import json
+
+    from violet.config import RunConfig, apply_overrides
+    from violet.engine.rundir import CONFIG_FORMAT, RunDir
+
+    for task in ("retrieval", "pretrain"):
+        config = RunConfig()
+        apply_overrides(config, {"task": task, "objective": {"mlm_weight": 1.0}})
+        new = RunDir(tmp_path / f"new_{task}")
+        new.path.mkdir()
+        new.save_config(config)
+        assert json.loads(new.config_path.read_text())["format"] == CONFIG_FORMAT == 2
+        assert new.load_config().objective.mlm_weight == 1.0
+        old = RunDir(tmp_path / f"old_{task}")
+        old.path.mkdir()
+        old.config_path.write_text(config.to_json())  # what runs wrote before the format key
+        assert old.load_config().objective.mlm_weight == (1.0 if task == "pretrain" else 0.0)

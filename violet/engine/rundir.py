@@ -27,6 +27,9 @@ from typing import Any
 
 from violet.config import RunConfig, config_from_dict
 
+# config.json's "format": 2 since retrieval reads objective.mlm_weight (RunDir.load_config reads older runs).
+CONFIG_FORMAT = 2
+
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (not a run, or in use by another process)."""
@@ -106,10 +109,14 @@ class RunDir:
         saved = json.loads(self.config_path.read_text())
         # Runs saved before model.text_pool existed read the text embedding at [CLS]; keep computing what they learned.
         saved.get("model", {}).setdefault("text_pool", "cls")
+        if saved.pop("format", 1) < 2 and saved.get("task") != "pretrain":
+            # Before format 2 only pretraining read objective.mlm_weight; other tasks saved the unused 1.0 and
+            # trained no MLM head. Since then retrieval can add MLM (mlm_weight > 0), so keep such runs without it.
+            saved.setdefault("objective", {})["mlm_weight"] = 0.0
         return config_from_dict(saved)
 
     def save_config(self, config: RunConfig) -> None:
-        write_text(self.config_path, config.to_json() + "\n")
+        write_text(self.config_path, json.dumps({"format": CONFIG_FORMAT, **config.to_dict()}, indent=2) + "\n")
 
     def evaluation_choice(self) -> dict[str, Any] | None:
         path = self.evaluation_choice_path

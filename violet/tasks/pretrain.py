@@ -31,25 +31,17 @@ from violet.data.mixture import (
 )
 from violet.data.prepared import load_prepared
 from violet.models import VideoLanguageModel
-from violet.objectives import (
-    MVMTarget,
-    contrastive_and_matching,
-    mask_text_tokens,
-    mlm_loss,
-    random_patch_mask,
-    tube_mask,
-)
+from violet.objectives import MVMTarget, contrastive_and_matching, random_patch_mask, tube_mask
 from violet.tasks.base import Task
-from violet.tasks.ranking import EvaluatedByRetrieval, RetrievalEvaluator, caption_fields, caption_heads
+from violet.tasks.ranking import (
+    EvaluatedByRetrieval,
+    RetrievalEvaluator,
+    caption_fields,
+    caption_heads,
+    masked_language_terms,
+)
 from violet.tasks.registry import register
 from violet.tasks.visuals import pretrain_visuals
-
-
-def pretrain_heads(heads: tuple[str, ...], objective: Any) -> tuple[str, ...]:
-    """Without the MLM or MVM head when its loss weight is 0: a zero-weight loss would still cost its pass (MVM: a
-    second, masked video pass through the encoder), and an untrained head has nothing to show."""
-    dropped = {name for name, weight in (("mlm", objective.mlm_weight), ("mvm", objective.mvm_weight)) if weight == 0}
-    return tuple(head for head in heads if head not in dropped)
 
 
 @register("pretrain")
@@ -64,7 +56,7 @@ class PretrainTask(EvaluatedByRetrieval, Task):
 
     def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(config, tokenizer, **kwargs)
-        self.heads = pretrain_heads(caption_heads(self.heads, config.objective), config.objective)
+        self.heads = caption_heads(self.heads, config.objective)
         self.retrieval = RetrievalEvaluator(self)  # evaluation is zero-shot retrieval on the captions
         self.mvm_target = MVMTarget(config.objective, config.model)
 
@@ -125,7 +117,7 @@ class PretrainTask(EvaluatedByRetrieval, Task):
         if "mvm" not in self.heads:  # no masked video pass: the joint MLM pass (if any) sees the clean video
             terms, video = self.contrastive_terms(model, batch)
             if "mlm" in self.heads:
-                terms.update(self.mlm_terms(model, batch, video["tokens"], None, generator))
+                terms.update(masked_language_terms(self, model, batch, video["tokens"], None, generator))
             terms["video_tokens_encoded"] = torch.tensor(1.0)
             return sum(terms.get(name, 0.0) for name in ("vtc", "vtm", "mlm")), terms
         if self.config.model.decoder_depth > 0:
@@ -136,32 +128,10 @@ class PretrainTask(EvaluatedByRetrieval, Task):
             terms, video = self.contrastive_terms(model, batch)
             hidden = random_patch_mask(frames.shape[0], total, objective.mvm_ratio, frames.device, generator)
             masked_video = model("video", frames=frames, mvm_mask=hidden)
-
         # One more fused pass with masked words (when MLM is on) and masked video, predicting both.
-        terms.update(self.mlm_terms(model, batch, masked_video["tokens"], hidden, generator))
+        terms.update(masked_language_terms(self, model, batch, masked_video["tokens"], hidden, generator))
         terms["video_tokens_encoded"] = torch.tensor(video["tokens"].shape[1] / total)
         return sum(terms.get(name, 0.0) for name in ("vtc", "vtm", "mlm", "mvm")), terms
-
-    def mlm_terms(self, model: Any, batch: dict[str, Any], video_tokens: torch.Tensor, hidden: torch.Tensor | None,
-                  generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """The joint fused pass over the (masked, with MLM) text and the given video tokens: the MLM terms, and the
-        MVM terms at `hidden` (None: no MVM)."""
-        objective = self.config.objective
-        ids, mlm_positions = batch["text_ids"], None
-        if "mlm" in self.heads:
-            ids, mlm_positions = mask_text_tokens(
-                batch["text_ids"], batch["text_mask"], self.special_ids.to(batch["text_ids"].device),
-                self.tokenizer.mask_token_id, len(self.tokenizer), objective.mlm_prob, generator,
-            )
-        text = model("text", ids=ids, mask=batch["text_mask"], embed=False)
-        fused = model("fusion", text_tokens=text["tokens"], text_mask=batch["text_mask"], video_tokens=video_tokens,
-                      mlm_positions=mlm_positions, mvm_positions=hidden)
-        terms = {}
-        if mlm_positions is not None:
-            terms.update(mlm_loss(fused["mlm_logits"], batch["text_ids"], mlm_positions, objective.mlm_weight))
-        if hidden is not None:
-            terms.update(self.mvm_target.loss(fused["mvm_pred"], batch["frames"], hidden))
-        return terms
 
     def contrastive_terms(
         self, model: Any, batch: dict[str, Any], video_mask: torch.Tensor | None = None

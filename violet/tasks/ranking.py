@@ -1,6 +1,7 @@
 """What the two caption tasks (pretrain, retrieval) share, as pieces they hold rather than inherit: caption text
-fields, the VTM head rule, the slice of train held back to tune re-ranking, and text-video retrieval evaluation
-(dual-encoder ranking, with the top-k re-ranked by the VTM head).
+fields, the rule that a zero-weight loss has no head, the joint masked-language pass, the slice of train held
+back to tune re-ranking, and text-video retrieval evaluation (dual-encoder ranking, with the top-k re-ranked by
+the VTM head).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from violet.data.collate import make_collate, unique_videos
 from violet.data.text import tokenize
 from violet.distributed import gather_by_index, run_sharded
 from violet.metrics import ranks_of_targets, retrieval_metrics
-from violet.objectives import match_score
+from violet.objectives import mask_text_tokens, match_score, mlm_loss
 from violet.tasks.base import Task
 
 HELDOUT = "train-heldout"
@@ -31,13 +32,35 @@ def caption_fields(tokenizer: Any, captions: list[str], max_len: int) -> dict[st
 
 
 def caption_heads(heads: tuple[str, ...], objective: ObjectiveConfig) -> tuple[str, ...]:
-    """Heads of a caption task: without the VTM head when the matching loss is off (objective.vtm_weight=0).
+    """A task's heads without those whose loss weight is 0 (objective.vtm_weight, mlm_weight, mvm_weight).
 
-    Without the loss the fused pass would cost most of the step for nothing, and an untrained head must not
-    re-rank: evaluation is then dual-encoder only."""
-    if objective.vtm_weight == 0:
-        return tuple(head for head in heads if head != "vtm")
-    return heads
+    A zero-weight loss would still cost its pass (VTM: a fused pass over 3B pairs, most of the step; MVM: a second,
+    masked trip through the video encoder), and an untrained head must not be used: without VTM, evaluation is
+    dual-encoder only."""
+    weights = {"vtm": objective.vtm_weight, "mlm": objective.mlm_weight, "mvm": objective.mvm_weight}
+    return tuple(head for head in heads if weights.get(head, 1.0) != 0)
+
+
+def masked_language_terms(task: Task, model: Any, batch: dict[str, Any], video_tokens: torch.Tensor,
+                          hidden: torch.Tensor | None, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The joint fused pass over the caption (words masked when the task has an MLM head) and `video_tokens`: the
+    MLM terms, and the MVM terms at `hidden` (None: no MVM; the task then holds `mvm_target`)."""
+    objective = task.config.objective
+    ids, positions = batch["text_ids"], None
+    if "mlm" in task.heads:
+        ids, positions = mask_text_tokens(
+            batch["text_ids"], batch["text_mask"], task.special_ids.to(ids.device), task.tokenizer.mask_token_id,
+            len(task.tokenizer), objective.mlm_prob, generator,
+        )
+    text = model("text", ids=ids, mask=batch["text_mask"], embed=False)
+    fused = model("fusion", text_tokens=text["tokens"], text_mask=batch["text_mask"], video_tokens=video_tokens,
+                  mlm_positions=positions, mvm_positions=hidden)
+    terms = {}
+    if positions is not None:
+        terms.update(mlm_loss(fused["mlm_logits"], batch["text_ids"], positions, objective.mlm_weight))
+    if hidden is not None:
+        terms.update(task.mvm_target.loss(fused["mvm_pred"], batch["frames"], hidden))
+    return terms
 
 
 def held_back(video: str) -> bool:

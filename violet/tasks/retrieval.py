@@ -1,4 +1,5 @@
-"""Text-video retrieval: fine-tune with VTC + hard-negative VTM; evaluate dual-encoder ranking re-ranked by VTM."""
+"""Text-video retrieval: fine-tune with VTC (+ hard-negative VTM, + MLM over the fused caption and clip, each when
+its weight is > 0); evaluate dual-encoder ranking, re-ranked by VTM when the run has that head."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,18 +8,25 @@ import torch
 
 from violet.objectives import contrastive_and_matching
 from violet.tasks.base import Task
-from violet.tasks.ranking import EvaluatedByRetrieval, RetrievalEvaluator, caption_fields, caption_heads
+from violet.tasks.ranking import (
+    EvaluatedByRetrieval,
+    RetrievalEvaluator,
+    caption_fields,
+    caption_heads,
+    masked_language_terms,
+)
 from violet.tasks.registry import register
 
 
 @register("retrieval")
 class RetrievalTask(EvaluatedByRetrieval, Task):
     annotation_kind = "captions"
-    heads = ("vtc", "vtm")
+    heads = ("vtc", "vtm", "mlm")
     supports_zero_shot = True
     # No VTM by default: its fused pass over positives and two hard negatives costs ~4x the dual-encoder step on
-    # CPU; turn it on (objective.vtm_weight=1) and the run measures on val whether re-ranking helps.
-    defaults = {"train": {"epochs": 40, "lr": 5e-4}, "objective": {"vtm_weight": 0.0}}
+    # CPU; turn it on (objective.vtm_weight=1) and the run measures on val whether re-ranking helps. No MLM by
+    # default either (the field's 1.0 is pretraining's); objective.mlm_weight > 0 adds it as an auxiliary term.
+    defaults = {"train": {"epochs": 40, "lr": 5e-4}, "objective": {"vtm_weight": 0.0, "mlm_weight": 0.0}}
     # From a pretrained run (--init): a gentler, shorter fine-tune. On the tuning worlds' val splits: R@1 41.7 mean
     # (35.0 / 48.3 / 41.7) against 38.9 (36.7 / 48.3 / 31.7) for the from-scratch recipe on the same pretrained
     # runs, in half the steps; the latter trained world 3 below its own zero-shot 40.0 (docs/benchmarks.md).
@@ -34,10 +42,12 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         # The negatives are drawn with the rank-shared generator (the same pairs on every rank), not `generator`.
-        terms, _, _ = contrastive_and_matching(
+        terms, video, _ = contrastive_and_matching(
             model, batch, self.config.objective, self.global_generator, matching="vtm" in self.heads,
             text_length=self.config.model.max_text_len,
         )
-        return terms["vtc"] + terms["vtm"], terms
+        if "mlm" in self.heads:  # the caption's masked words predicted from the fused caption and clip
+            terms.update(masked_language_terms(self, model, batch, video["tokens"], None, generator))
+        return terms["vtc"] + terms["vtm"] + terms.get("mlm", 0.0), terms
 
     # ----- evaluation -----
