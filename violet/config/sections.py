@@ -203,8 +203,8 @@ class TrainConfig:
 class ObjectiveConfig:
     """Loss weights and masking; a task uses the terms it needs and ignores the rest."""
 
-    mlm_weight: float = 1.0  # weight of masked language modelling in the pretraining loss
-    mvm_weight: float = 1.0  # weight of masked visual modelling
+    mlm_weight: float = 1.0  # masked language modelling (pretraining; retrieval's default: 0); 0 = no MLM pass
+    mvm_weight: float = 1.0  # masked visual modelling; 0 = no masked video pass (the tiny preset's pretraining)
     vtm_weight: float = 1.0  # weight of video-text matching (retrieval: 0 = no VTM head, no re-ranking)
     vtc_weight: float = 1.0  # weight of video-text contrastive learning
     mlm_prob: float = 0.15  # fraction of text tokens masked for MLM
