@@ -23,7 +23,9 @@ GLOBAL_BATCH = 8
 def objective_gradients(data_dir: str, negatives: str, rank: int, world: int) -> tuple[float, dict]:
     """Loss (mean over ranks) and rank-averaged gradients of the retrieval objective on one global batch."""
     config = RunConfig()
-    apply_overrides(config, parse_dotted([*SMOKE_MODEL, f"objective.vtm_negatives={negatives}"]))
+    # A bare RunConfig carries pretraining's mlm_weight 1.0; retrieval's own default (0) leaves the MLM term out.
+    overrides = [*SMOKE_MODEL, f"objective.vtm_negatives={negatives}", "objective.mlm_weight=0"]
+    apply_overrides(config, parse_dotted(overrides))
     config.data.data_dir = data_dir
     task = RetrievalTask(config, load_tokenizer(""))
     torch.manual_seed(0)

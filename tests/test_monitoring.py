@@ -30,7 +30,8 @@ def losses(out):
 @pytest.fixture(scope="module")
 def pretrain_run(demo_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("monitored")
-    run_train("pretrain", demo_data, out, "--max-steps", "3", "train.visual_every=2")
+    # With MVM (the tiny preset pretrains without it), so the images show the masked input and the reconstruction.
+    run_train("pretrain", demo_data, out, "--max-steps", "3", "train.visual_every=2", "objective.mvm_weight=1")
     return out
 
 
@@ -96,7 +97,7 @@ def build_task(name, demo_data, tmp_path, *dotted):
 
 def test_mae_style_hog_visuals_draw_glyph_rows(demo_data, tmp_path):
     simvtp_style = ("model.decoder_depth=1", "model.decoder_width=64", "model.decoder_heads=2", "model.video_depth=0",
-                    "objective.mvm_target=hog", "objective.mvm_ratio=0.75")
+                    "objective.mvm_target=hog", "objective.mvm_ratio=0.75", "objective.mvm_weight=1")
     task, model, accelerator = build_task("pretrain", demo_data, tmp_path, *simvtp_style)
     with torch.no_grad():
         visuals = task.visuals(model, accelerator)
