@@ -23,7 +23,8 @@ def build_config(
     flags: dict[str, dict[str, Any]] | None = None, dotted: Sequence[str] = (), init: str = "", data_dir: str = "",
     output_dir: str = "", resume: bool = False,
 ) -> RunConfig:
-    """The only place a run's config is made: defaults < task defaults < preset < YAML < CLI flags < dotted.
+    """The only place a run's config is made: defaults < task defaults < preset < task init
+    defaults (with `init`) < YAML < CLI flags < dotted.
 
     With `init` (fine-tuning) the checkpoint's architecture takes the place of the preset, and the user's model.*
     settings (e.g. grad_checkpointing, dropout) still apply on top of it; a different `model` preset is refused.
@@ -33,7 +34,6 @@ def build_config(
     config.data.data_dir = data_dir
     apply_overrides(config, task_cls.defaults)
     if init:
-        apply_overrides(config, task_cls.init_defaults)
         config.model = RunDir(init).load_config().model
         if model and model != config.model.preset:
             raise ConfigError(f"--model {model} conflicts with --init {init}, a {config.model.preset!r} model: the "
@@ -42,6 +42,8 @@ def build_config(
         config.model = preset(model or "tiny")
     # e.g. SimVTP's masking ratios; per-task model settings only when the architecture comes from the preset
     apply_overrides(config, preset_overrides(config.model.preset, task_cls.name, architecture=not init))
+    if init:  # a fine-tune's recipe (e.g. a gentler lr) wins over the preset's from-scratch recipe
+        apply_overrides(config, task_cls.init_defaults)
     if config_file:
         apply_overrides(config, load_yaml(config_file))
     apply_overrides(config, drop_unset(flags or {}))
