@@ -58,6 +58,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # 4-pixel patches in 4-frame tubelets cost ~2.5x the step: fewer epochs keep the 10-minute budget.
     "qa-mc/patch=4,tubelet=4,epochs=14": ("qa-mc", ["model.patch_size=4", "model.tubelet=4", "train.epochs=14"]),
     # Options scored by the dual encoder alone (no fused pass per option): a cheaper step, so finer tubelets fit.
+    "qa-mc/mlm_weight=1": ("qa-mc", ["objective.mlm_weight=1"]),
+    "qa-mc/mlm_weight=1,vtm_weight=0,patch=4,tubelet=4": ("qa-mc", ["objective.mlm_weight=1", "objective.vtm_weight=0",
+                                                                   "model.patch_size=4", "model.tubelet=4"]),
     "qa-mc/vtm_weight=0": ("qa-mc", ["objective.vtm_weight=0"]),
     "qa-mc/vtm_weight=0,patch=4,tubelet=4": ("qa-mc", ["objective.vtm_weight=0", "model.patch_size=4",
                                                         "model.tubelet=4"]),

@@ -165,7 +165,9 @@ def test_retrieval_adds_mlm_only_when_weighted(mlm_weight, heads, demo_data):
     from violet.tasks import get_task
 
     task_cls = get_task("retrieval")
-    assert build_config(task_cls).objective.mlm_weight == 0.0  # the field's 1.0 is pretraining's
+    assert task_cls.defaults["objective"]["mlm_weight"] == 0.0  # the field's 1.0 is pretraining's
+    assert build_config(task_cls, model="small").objective.mlm_weight == 0.0
+    assert build_config(task_cls).objective.mlm_weight == 1.0  # the tiny preset's recipe, chosen on val
     config = build_config(task_cls, data_dir=str(demo_data),
                           dotted=["model.image_size=32", f"objective.mlm_weight={mlm_weight}"])
     task = task_cls(config, load_tokenizer(""))
@@ -183,23 +185,59 @@ def test_retrieval_adds_mlm_only_when_weighted(mlm_weight, heads, demo_data):
     assert torch.allclose(loss, terms["vtc"] + terms.get("mlm", 0.0))
 
 
-def test_runs_saved_before_retrieval_read_mlm_weight_load_without_mlm(tmp_path):
-    """config.json format 1 (no "format" key): only pretraining read objective.mlm_weight, the other tasks saved an
-    unused 1.0 and have no MLM head, so they load with 0. Format 2 keeps what was saved."""
+@pytest.mark.parametrize("mlm_weight", [0.0, 0.5])
+def test_qa_mc_adds_mlm_on_the_correct_answer_text_only_when_weighted(mlm_weight, demo_data):
+    """qa-mc's MLM term fuses the correct "question + answer" text of each row (one per question, not one per
+    option) with the clip the option scores already encoded; with the default weight 0 there is no such pass."""
+    import torch
+
+    from violet.data.text import load_tokenizer
+    from violet.runtime import build_config
+    from violet.tasks import get_task
+
+    task_cls = get_task("qa-mc")
+    assert build_config(task_cls).objective.mlm_weight == 0.0
+    config = build_config(task_cls, data_dir=str(demo_data), dotted=[
+        "model.image_size=32", "objective.vtm_weight=0", f"objective.mlm_weight={mlm_weight}"])
+    task = task_cls(config, load_tokenizer(""))
+    assert task.heads == (("vtc", "mlm") if mlm_weight else ("vtc",))
+    model = task.build_model()
+    fused = []
+    original = model.forward
+    model.forward = lambda kind, **kwargs: (fused.append(kwargs) if kind == "fusion" else None) or original(kind, **kwargs)
+    options = [["moves left", "moves right", "stays"], ["is red", "is blue", "is green"]]
+    batch = task.text_fields({"question": ["where does it go?", "what colour?"], "options": options, "answer": [1, 2]})
+    batch.update(frames=torch.rand(2, 8, 3, 32, 32), video=["a", "b"])
+    loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
+    assert len(fused) == (mlm_weight > 0) and ("mlm" in terms) == (mlm_weight > 0)
+    if fused:
+        mask = fused[0]["text_mask"]
+        assert mask.shape[0] == 2  # one answer text per question
+        assert torch.equal(mask, batch["text_mask"][torch.tensor([1, 5])])  # rows 0 option 1, row 1 option 2
+    assert torch.allclose(loss, terms["qa_mc"] + terms["vtc"] + terms.get("mlm", 0.0))
+
+
+@pytest.mark.parametrize("task, saved_format, loads_with", [
+    ("pretrain", 1, 1.0), ("retrieval", 1, 0.0), ("retrieval", 2, 1.0), ("qa-mc", 2, 0.0), ("qa-mc", 3, 1.0),
+    ("qa-oe", 3, 0.0),
+])
+def test_runs_saved_before_their_task_read_mlm_weight_load_without_mlm(task, saved_format, loads_with, tmp_path):
+    """Before config.json format 2 only pretraining read objective.mlm_weight, before format 3 qa-mc did not; a
+    task that did not read it saved an unused 1.0 and has no MLM head, so such a run loads with 0."""
     import json
 
     from violet.config import RunConfig, apply_overrides
     from violet.engine.rundir import CONFIG_FORMAT, RunDir
 
-    for task in ("retrieval", "pretrain"):
-        config = RunConfig()
-        apply_overrides(config, {"task": task, "objective": {"mlm_weight": 1.0}})
-        new = RunDir(tmp_path / f"new_{task}")
-        new.path.mkdir()
-        new.save_config(config)
-        assert json.loads(new.config_path.read_text())["format"] == CONFIG_FORMAT == 2
-        assert new.load_config().objective.mlm_weight == 1.0
-        old = RunDir(tmp_path / f"old_{task}")
-        old.path.mkdir()
-        old.config_path.write_text(config.to_json())  # what runs wrote before the format key
-        assert old.load_config().objective.mlm_weight == (1.0 if task == "pretrain" else 0.0)
+    config = RunConfig()
+    apply_overrides(config, {"task": task, "objective": {"mlm_weight": 1.0}})
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.save_config(config)
+    assert json.loads(run.config_path.read_text())["format"] == CONFIG_FORMAT == 3
+    assert run.load_config().objective.mlm_weight == (0.0 if task == "qa-oe" else 1.0)
+    saved = json.loads(config.to_json())
+    if saved_format > 1:  # format 1 had no "format" key
+        saved["format"] = saved_format
+    run.config_path.write_text(json.dumps(saved))
+    assert run.load_config().objective.mlm_weight == loads_with

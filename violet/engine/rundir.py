@@ -27,8 +27,12 @@ from typing import Any
 
 from violet.config import RunConfig, config_from_dict
 
-# config.json's "format": 2 since retrieval reads objective.mlm_weight (RunDir.load_config reads older runs).
-CONFIG_FORMAT = 2
+# config.json's "format": 2 since retrieval reads objective.mlm_weight, 3 since qa-mc does (RunDir.load_config
+# reads older runs).
+CONFIG_FORMAT = 3
+# The format from which each task's saved objective.mlm_weight means an MLM head; before it (and for a task not
+# listed) the field held the unused 1.0 of pretraining and the run trained no MLM head.
+MLM_WEIGHT_READ_SINCE = {"pretrain": 1, "retrieval": 2, "qa-mc": 3}
 
 
 class RunDirError(RuntimeError):
@@ -109,10 +113,9 @@ class RunDir:
         saved = json.loads(self.config_path.read_text())
         # Runs saved before model.text_pool existed read the text embedding at [CLS]; keep computing what they learned.
         saved.get("model", {}).setdefault("text_pool", "cls")
-        if saved.pop("format", 1) < 2 and saved.get("task") != "pretrain":
-            # Before format 2 only pretraining read objective.mlm_weight; other tasks saved the unused 1.0 and
-            # trained no MLM head. Since then retrieval can add MLM (mlm_weight > 0), so keep such runs without it.
-            saved.setdefault("objective", {})["mlm_weight"] = 0.0
+        saved_format = saved.pop("format", 1)
+        if saved_format < MLM_WEIGHT_READ_SINCE.get(saved.get("task"), CONFIG_FORMAT + 1):
+            saved.setdefault("objective", {})["mlm_weight"] = 0.0  # keep such a run without the head it never had
         return config_from_dict(saved)
 
     def save_config(self, config: RunConfig) -> None:

@@ -3,6 +3,8 @@ contrastive path) as its score; with `objective.vtm_weight` > 0 also the cross-m
 which costs a fused pass per option. Training is cross-entropy over a question's options plus a contrastive term
 that pairs each video with its correct "question + answer" text against the other videos of the batch: that term
 is what teaches the video encoder motion from QA data alone (the option loss by itself stayed at chance).
+With `objective.mlm_weight` > 0 the correct "question + answer" text, words masked, is also fused with the clip
+and its masked words predicted (MLM as an auxiliary term, as in pretraining).
 The same scores work zero-shot from a pretrained checkpoint (with its VTM head when it has one).
 """
 from __future__ import annotations
@@ -17,22 +19,24 @@ from violet.data.text import tokenize
 from violet.metrics import accuracy
 from violet.objectives import match_score, video_keys, vtc_loss
 from violet.tasks.base import Task
-from violet.tasks.ranking import caption_heads
+from violet.tasks.ranking import caption_heads, masked_language_terms
 from violet.tasks.registry import register
 
 
 @register("qa-mc")
 class MultipleChoiceQATask(Task):
     annotation_kind = "qa_mc"
-    heads = ("vtc", "vtm")
+    heads = ("vtc", "vtm", "mlm")
     supports_zero_shot = True
     # The VTM match stays on: dual-encoder scoring alone with 4 x 4 x 4 tubelets tied it on val (51.7 on worlds 1-2,
     # docs/benchmarks.md, "Ablations"); objective.vtm_weight=0 selects it.
-    defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}}
+    # No MLM by default (the field's 1.0 is pretraining's); objective.mlm_weight > 0 adds it.
+    defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}, "objective": {"mlm_weight": 0.0}}
 
     def __init__(self, config: Any, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)
-        # objective.vtm_weight=0: options are scored by the dual encoder alone, without the fused pass per option.
+        # objective.vtm_weight=0: options are scored by the dual encoder alone, without the fused pass per option;
+        # objective.mlm_weight=0 (the default): no masked pass over the answer text.
         self.heads = caption_heads(self.heads, config.objective)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +71,12 @@ class MultipleChoiceQATask(Task):
         keys = video_keys(batch["video"], answer.device)
         terms = vtc_loss(text["embed"][correct], video["embed"], video["logit_scale"],
                          self.config.objective.vtc_weight, keys)
+        if "mlm" in self.heads:  # the answer text's masked words predicted from it fused with the clip
+            answer_text = {"text_ids": batch["text_ids"][correct], "text_mask": batch["text_mask"][correct]}
+            terms.update(masked_language_terms(self, model, answer_text, video["tokens"], None, generator))
         acc = (scores.argmax(dim=1) == answer).float().mean()
-        return loss + terms["vtc"], {"qa_mc": loss, "vtc": terms["vtc"], "qa_mc_acc": acc.detach()}
+        logs = {"qa_mc": loss, **terms, "qa_mc_acc": acc.detach()}
+        return loss + terms["vtc"] + terms.get("mlm", 0.0), logs
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
                  top_k: int = 10) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What the two caption tasks (pretrain, retrieval) share, as pieces they hold rather than inherit: caption text
 fields, the rule that a zero-weight loss has no head, the joint masked-language pass, the slice of train held
 back to tune re-ranking, and text-video retrieval evaluation (dual-encoder ranking, with the top-k re-ranked by
-the VTM head).
+the VTM head). qa-mc holds the zero-weight rule and the masked-language pass too.
 """
 from __future__ import annotations
 
