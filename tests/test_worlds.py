@@ -48,3 +48,40 @@ def test_a_single_move_goes_the_stated_way():
         if len(events) == 1:
             shift = colour_centroid(video[-1], COLOURS[mover.colour]) - colour_centroid(video[0], COLOURS[mover.colour])
             assert np.dot(shift, DIRECTIONS[events[0].direction]) > 8, (index, events, shift)
+
+
+def test_qa_mc_error_report_names_the_fact_each_wrong_option_changes(tmp_path, capsys):
+    """benchmarks/qa_mc_errors.py groups (answer, wrong option) pairs by the fact that differs; scoring every
+    correct option highest gives 100 per kind, scoring one option of a kind above the answer lowers that kind."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "qa_mc_errors", Path(__file__).resolve().parent.parent / "benchmarks" / "qa_mc_errors.py")
+    errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(errors)
+    world = make_world(tmp_path / "w", 4, n_train=0, n_val=12, n_test=0)
+    word_kind = {world["words"].get(word, word): kind for word, kind in errors.KINDS.items()}
+    rows = read(tmp_path / "w/annotations/qa_mc_val.jsonl")
+    kinds = [[errors.changed_kind(row["options"][row["answer"]], option, word_kind)
+              for option in row["options"]] for row in rows]
+    assert all(k[row["answer"]] == "same text" for k, row in zip(kinds, rows))
+    assert {kind for k in kinds for kind in k} - {"same text"} <= {"colour+shape", "direction", "speed", "order",
+                                                                   "direction+speed"}
+    predictions, fooled = [], None
+    for index, (row, k) in enumerate(zip(rows, kinds)):
+        scores = [0.0] * len(row["options"])
+        scores[row["answer"]] = 1.0
+        if fooled is None and "direction" in k:  # the first question with a direction distractor gets it wrong
+            fooled = index
+            scores[k.index("direction")] = 2.0
+        predictions.append({"options": row["options"], "answer": row["answer"], "scores": scores,
+                            "correct": scores.index(max(scores)) == row["answer"]})
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    report = errors.main([str(tmp_path / "w"), str(tmp_path / "p.jsonl")])
+    assert json.loads(capsys.readouterr().out) == report
+    assert fooled is not None and report["accuracy"] == round(100 * (len(rows) - 1) / len(rows), 1)
+    pairs = report["pairwise"]
+    assert pairs["direction"]["accuracy"] < 100
+    assert all(entry["accuracy"] == 100 for kind, entry in pairs.items() if kind != "direction")
+    assert sum(entry["pairs"] for entry in pairs.values()) == 3 * len(rows)
