@@ -146,3 +146,28 @@ def test_text_scored_answers_are_each_question_answer_text_against_its_own_video
         expected = text["logit_scale"] * (text["embed"][0] * video["embed"][1]).sum()
     assert torch.allclose(logits[1, 2], expected.squeeze(), atol=1e-4)
     assert not torch.allclose(logits[0, 2], logits[1, 2])  # another question and video: another score
+
+
+def test_segment_pooling_keeps_the_order_of_time_and_the_mean_does_not():
+    from violet.models.video_language import segment_means
+
+    first, later = torch.randn(1, 6, 4), torch.randn(1, 6, 4)  # two time steps of 6 tokens each (time-major)
+    clip, reversed_clip = torch.cat([first, later], dim=1), torch.cat([later, first], dim=1)
+    assert torch.allclose(segment_means(clip, 1), segment_means(reversed_clip, 1))  # the mean forgets the order
+    two = segment_means(clip, 2)
+    assert torch.allclose(two, torch.cat([first.mean(dim=1), later.mean(dim=1)], dim=-1))
+    assert not torch.allclose(two, segment_means(reversed_clip, 2))
+    with pytest.raises(ValueError, match="video_pool_segments=20"):
+        segment_means(clip, 20)
+
+
+def test_a_segment_pooled_model_embeds_a_clip_and_its_reversal_apart():
+    config = tiny(video_pool_segments=2)
+    torch.manual_seed(0)
+    model = VideoLanguageModel(config, 3000, ["vtc"]).eval()
+    assert model.heads["vtc"].video_proj.in_features == 2 * config.width
+    frames = inputs(config, frames=8)[0]
+    with torch.no_grad():
+        forward, backward = model("video", frames=frames)["embed"], model("video", frames=frames.flip(1))["embed"]
+    assert forward.shape == (2, config.embed_dim)
+    assert (forward * backward).sum(dim=-1).max() < 0.99

@@ -36,6 +36,10 @@ class ModelConfig:
     # position. A randomly initialised text stack learns far faster from the mean (measured in
     # docs/benchmarks.md, "Learning"); a stack initialised from BERT may keep its [CLS].
     text_pool: str = "mean"
+    # The clip's contrastive embedding: the mean over its tokens (1), or the means over this many consecutive
+    # stretches of time, concatenated before the projection, so the embedding keeps what happened first and what
+    # later (a mean over all tokens leaves the order of events to what each token happens to encode).
+    video_pool_segments: int = 1
     dropout: float = 0.0  # attention and MLP dropout in every transformer block
     # Linear layers: > 0 = truncated normal with this std (BERT / ViT use 0.02 at width 768); 0 = PyTorch's
     # fan-in default. At width 128 the 0.02 init left the tiny model learning ~5x less per step (see
@@ -64,7 +68,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         # Sizes first: the divisibility checks below would otherwise fail with a ZeroDivisionError.
         for key in ("width", "heads", "image_size", "patch_size", "tubelet", "max_frames", "max_text_len", "embed_dim",
-                    "swin_embed_dim", "decoder_width", "decoder_heads"):
+                    "swin_embed_dim", "decoder_width", "decoder_heads", "video_pool_segments"):
             _at_least(f"model.{key}", getattr(self, key), 1)
         for key in ("video_depth", "text_depth", "fusion_depth", "decoder_depth", "dropout", "init_std", "drop_path"):
             _at_least(f"model.{key}", getattr(self, key), 0)

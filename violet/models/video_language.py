@@ -69,10 +69,10 @@ class MLMHead(nn.Module):
 class VTCHead(nn.Module):
     """Projections to the shared embedding space and the learned temperature."""
 
-    def __init__(self, width: int, embed_dim: int) -> None:
+    def __init__(self, width: int, embed_dim: int, video_segments: int = 1) -> None:
         super().__init__()
         self.text_proj = nn.Linear(width, embed_dim)
-        self.video_proj = nn.Linear(width, embed_dim)
+        self.video_proj = nn.Linear(width * video_segments, embed_dim)  # the segments' means, concatenated
         # Shape [1], not a scalar: DeepSpeed cannot partition 0-dim parameters across ranks.
         self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
 
@@ -141,7 +141,7 @@ class VideoLanguageModel(nn.Module):
     def _build_head(self, name: str, num_answers: int, mvm_dim: int) -> nn.Module:
         width = self.config.width
         if name == "vtc":
-            return VTCHead(width, self.config.embed_dim)
+            return VTCHead(width, self.config.embed_dim, self.config.video_pool_segments)
         if name == "vtm":
             return classifier(width, 2)
         if name == "mlm":
@@ -199,7 +199,8 @@ class VideoLanguageModel(nn.Module):
         out = {"tokens": tokens}
         if "vtc" in self.heads and (mvm_mask is None or self.mae_style):
             vtc = self.heads["vtc"]
-            out["embed"] = F.normalize(vtc.video_proj(encoded.mean(dim=1)), dim=-1)
+            pooled = segment_means(encoded, self.config.video_pool_segments)
+            out["embed"] = F.normalize(vtc.video_proj(pooled), dim=-1)
             out["logit_scale"] = vtc.scale()
         return out
 
@@ -252,6 +253,17 @@ class VideoLanguageModel(nn.Module):
             else:
                 out["mvm_pred"] = self.heads["mvm"](video_hidden[mvm_positions])
         return out
+
+
+def segment_means(tokens: torch.Tensor, segments: int) -> torch.Tensor:
+    """(B, N, D) -> (B, segments x D): the means over `segments` consecutive runs of tokens, concatenated. Every
+    video encoder here lays its tokens out time-major (all of a time step's patches, then the next step's), so
+    the runs are stretches of time, in order; with more segments than time steps a run is part of one step."""
+    if segments == 1:
+        return tokens.mean(dim=1)
+    if tokens.shape[1] < segments:
+        raise ValueError(f"model.video_pool_segments={segments} but the clip has only {tokens.shape[1]} tokens")
+    return torch.cat([run.mean(dim=1) for run in tokens.tensor_split(segments, dim=1)], dim=-1)
 
 
 def count_parameters(module: nn.Module) -> int:
