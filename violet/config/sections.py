@@ -38,7 +38,8 @@ class ModelConfig:
     text_pool: str = "mean"
     # The clip's contrastive embedding: the mean over its tokens (1), or the means over this many consecutive
     # stretches of time, concatenated before the projection, so the embedding keeps what happened first and what
-    # later (a mean over all tokens leaves the order of events to what each token happens to encode).
+    # later (a mean over all tokens leaves the order of events to what each token happens to encode). 2 gave no
+    # gain on the tuning worlds' val splits (docs/benchmarks.md, "Ablations"), so every preset keeps 1.
     video_pool_segments: int = 1
     dropout: float = 0.0  # attention and MLP dropout in every transformer block
     # Linear layers: > 0 = truncated normal with this std (BERT / ViT use 0.02 at width 768); 0 = PyTorch's
