@@ -47,7 +47,8 @@ def test_preset_overrides_carry_paper_settings():
     assert preset_overrides("simvtp-base", "pretrain")["objective"] == {"mvm_ratio": 0.9, "mlm_prob": 0.75}
     assert preset_overrides("violet-base", "pretrain")["data"]["num_frames"] == 4
     assert preset_overrides("violet-base", "retrieval")["data"]["num_frames"] == 5
-    assert preset_overrides("tiny", "qa-mc") == {}  # tiny sets no frames or objective for every task ...
+    assert preset_overrides("tiny", "qa-oe") == {"model": {"patch_size": 4, "tubelet": 4}}  # no frames or objective
+    # for every task ...
     assert preset_overrides("tiny", "pretrain") == {  # ... only its per-task settings (docs/models.md)
         "model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0, "mvm_weight": 0.0},
         "train": {"epochs": 32}}

@@ -28,9 +28,8 @@ class MultipleChoiceQATask(Task):
     annotation_kind = "qa_mc"
     heads = ("vtc", "vtm", "mlm")
     supports_zero_shot = True
-    # The VTM match stays on: dual-encoder scoring alone with 4 x 4 x 4 tubelets tied it on val (51.7 on worlds 1-2,
-    # docs/benchmarks.md, "Ablations"); objective.vtm_weight=0 selects it.
-    # No MLM by default (the field's 1.0 is pretraining's); objective.mlm_weight > 0 adds it.
+    # The task's own recipe (the paper presets'): VTM match on, no MLM (the field's 1.0 is pretraining's). The tiny
+    # preset scores by the dual encoder and adds MLM (violet/models/presets.py, chosen on val).
     defaults = {"train": {"epochs": 20, "lr": 3e-4, "batch_size": 16}, "objective": {"mlm_weight": 0.0}}
 
     def __init__(self, config: Any, tokenizer: Any) -> None:
