@@ -19,7 +19,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import SMOKE_MODEL
+from conftest import NO_MLM, SMOKE_MODEL
 
 import evaluate
 
@@ -41,7 +41,7 @@ def launch_command(config: str, data: Path, out: Path, *extra: str) -> list[str]
     return [
         str(accelerate), "launch", "--config_file", f"accelerate_configs/{config}.yaml",
         "--main_process_port", str(free_port()), "train.py", "--task", "retrieval", "--data", str(data),
-        "--output-dir", str(out), "--batch-size", "4", *SMOKE_MODEL, *extra,
+        "--output-dir", str(out), "--batch-size", "4", *SMOKE_MODEL, *NO_MLM, *extra,
     ]
 
 
@@ -62,7 +62,7 @@ def single_process_bf16(demo_data, tmp_path_factory) -> dict[int, float]:
     out = tmp_path_factory.mktemp("single_bf16")
     # A separate process: Accelerate's precision is process-wide state, and the other tests here run in fp32.
     run_launch([sys.executable, "train.py", "--task", "retrieval", "--data", str(demo_data), "--output-dir", str(out),
-                "--max-steps", str(STEPS), "--batch-size", "8", *SMOKE_MODEL, "train.mixed_precision=bf16"])
+                "--max-steps", str(STEPS), "--batch-size", "8", *SMOKE_MODEL, *NO_MLM, "train.mixed_precision=bf16"])
     return logged_losses(out)
 
 

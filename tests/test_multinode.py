@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SMOKE_MODEL
+from conftest import NO_MLM, SMOKE_MODEL
 from test_deepspeed_2proc import BF16_REL_TOLERANCE, REPO, free_port
 
 STEPS = 3
@@ -23,7 +23,7 @@ def node_command(rank: int, port: int, data, out) -> list[str]:
             "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
             "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
             "train.py", "--task", "retrieval", "--data", str(data), "--output-dir", str(out), "--batch-size", "4",
-            "--max-steps", str(STEPS), *SMOKE_MODEL]
+            "--max-steps", str(STEPS), *SMOKE_MODEL, *NO_MLM]
 
 
 def losses(out) -> dict[int, float]:
@@ -48,6 +48,6 @@ def test_two_nodes_train_as_one_job(demo_data, tmp_path):
 
     alone = tmp_path / "one_process"
     train.main(["--task", "retrieval", "--data", str(demo_data), "--output-dir", str(alone), "--batch-size", "8",
-                "--max-steps", str(STEPS), *SMOKE_MODEL])
+                "--max-steps", str(STEPS), *SMOKE_MODEL, *NO_MLM])
     for step, loss in losses(alone).items():
         assert two_nodes[step] == pytest.approx(loss, rel=BF16_REL_TOLERANCE), step

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE_MODEL
+from conftest import NO_MLM, SMOKE_MODEL
 from test_deepspeed_2proc import REPO, free_port, logged_losses, run_launch
 from transformers import get_scheduler
 
@@ -40,7 +40,7 @@ LOSS_TOLERANCE = 1e-4
 
 def train_args(data: Path, out: Path, batch: int, *extra: str) -> list[str]:
     return ["train.py", "--task", "retrieval", "--data", str(data), "--output-dir", str(out), "--batch-size",
-            str(batch), "--max-steps", "6", "train.save_every=3", *SMOKE_MODEL, *VARYING_LR, *extra]
+            str(batch), "--max-steps", "6", "train.save_every=3", *SMOKE_MODEL, *NO_MLM, *VARYING_LR, *extra]
 
 
 def accelerate(config: str, processes: int) -> list[str]:
