@@ -34,9 +34,16 @@ def losses(out) -> dict[int, float]:
 def test_two_nodes_train_as_one_job(demo_data, tmp_path):
     port, out = free_port(), tmp_path / "two_nodes"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Each node writes to a file, not a pipe: a pipe read only after the other node exits fills up (DeepSpeed warns
+    # on every collective call), its writer blocks, and the other node then waits for it in a collective forever.
+    logs = [tmp_path / f"node_{rank}.log" for rank in (0, 1)]
+    handles = [log.open("w") for log in logs]
     nodes = [subprocess.Popen(node_command(rank, port, demo_data, out), cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in (0, 1)]
-    outputs = [node.communicate(timeout=540)[0] for node in nodes]
+                              stdout=handle, stderr=subprocess.STDOUT) for rank, handle in zip((0, 1), handles)]
+    for node, handle in zip(nodes, handles):
+        node.wait(timeout=540)
+        handle.close()
+    outputs = [log.read_text() for log in logs]
     for rank, (node, output) in enumerate(zip(nodes, outputs)):
         assert node.returncode == 0, f"node {rank} failed:\n{output[-3000:]}"
     assert "global batch=8 (= 4 per device x 1 accumulation x 2 processes)" in outputs[0]
