@@ -102,6 +102,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "train.eval_every=35", "eval.rerank_k=0"]),
     # Retrieval with pretraining's MLM as an auxiliary term (the fused pass costs ~2.6x the step): 32 epochs fit.
     "retrieval/mlm_weight=1,epochs=32": ("retrieval", ["objective.mlm_weight=1", "train.epochs=32"]),
+    # More of each caption masked (SimVTP masks 75 % of the text): more words per step the fusion must find in the clip.
+    "retrieval/mlm_prob=0.4": ("retrieval", ["objective.mlm_prob=0.4"]),
+    "retrieval/mlm_prob=0.75": ("retrieval", ["objective.mlm_prob=0.75"]),
+    "qa-mc/mlm_prob=0.4": ("qa-mc", ["objective.mlm_prob=0.4"]),
+    "qa-mc/mlm_prob=0.75": ("qa-mc", ["objective.mlm_prob=0.75"]),
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
     "retrieval/batch=16": ("retrieval", ["train.batch_size=16"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.
