@@ -105,6 +105,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # More of each caption masked (SimVTP masks 75 % of the text): more words per step the fusion must find in the clip.
     "retrieval/mlm_prob=0.4": ("retrieval", ["objective.mlm_prob=0.4"]),
     "retrieval/mlm_prob=0.75": ("retrieval", ["objective.mlm_prob=0.75"]),
+    # The learning rate annealed to zero over the run instead of held at its peak: the constant schedule's last
+    # steps still move the weights at full speed (at the current recipes, VTC + MLM, 30 epochs).
+    "retrieval/schedule=cosine,lr=1e-3": ("retrieval", ["train.lr_schedule=cosine", "train.lr=1e-3"]),
+    "qa-mc/schedule=cosine": ("qa-mc", ["train.lr_schedule=cosine"]),
     "qa-mc/mlm_prob=0.4": ("qa-mc", ["objective.mlm_prob=0.4"]),
     "qa-mc/mlm_prob=0.75": ("qa-mc", ["objective.mlm_prob=0.75"]),
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
