@@ -59,7 +59,7 @@ test: install
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 		|| echo "chromium could not be installed: the browser test will skip"; \
 	fi
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_RUNS)
