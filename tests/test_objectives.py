@@ -7,7 +7,7 @@ import violet.objectives.matching as matching_module
 from violet.config import ObjectiveConfig
 from violet.objectives import (
     contrastive_and_matching, mask_text_tokens, match_score, matching_negatives, mlm_loss, mvm_loss, pixel_targets,
-    random_patch_mask, sample_hard_negatives, video_keys, vtc_loss, vtm_loss,
+    random_patch_mask, sample_hard_negatives, swap_halves, temporal_order_loss, video_keys, vtc_loss, vtm_loss,
 )
 
 
@@ -57,6 +57,28 @@ def test_vtc_loss_prefers_aligned_embeddings():
     multi = vtc_loss(dup, dup, scale, 1.0, video_ids=torch.tensor([7, 7]))["vtc"]
     assert float(multi) == pytest.approx(math.log(2), abs=1e-3)
     assert float(vtc_loss(embed, embed, scale, 0.5)["vtc"]) == pytest.approx(0.5 * float(aligned), rel=1e-5)
+
+
+def test_swap_halves_puts_the_second_half_first():
+    frames = torch.arange(8.0).view(1, 8, 1, 1, 1).expand(2, 8, 3, 2, 2)
+    swapped = swap_halves(frames)
+    assert swapped[0, :, 0, 0, 0].tolist() == [4, 5, 6, 7, 0, 1, 2, 3]
+    assert torch.equal(swap_halves(swapped), frames)  # twice is the identity for an even number of frames
+
+
+def test_temporal_order_loss_prefers_the_real_order():
+    text = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    other = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    scale = torch.tensor([100.0])
+    right = temporal_order_loss(text, text, other, scale, 1.0)
+    wrong = temporal_order_loss(text, other, text, scale, 1.0)
+    assert float(right["temporal"]) < 0.1 < float(wrong["temporal"])
+    assert float(right["temporal_acc"]) == 1.0 and float(wrong["temporal_acc"]) == 0.0
+    # a clip whose halves look alike gives no preference: ln 2, whatever the caption
+    same = temporal_order_loss(text, other, other, scale, 1.0)["temporal"]
+    assert float(same) == pytest.approx(math.log(2), abs=1e-5)
+    assert float(temporal_order_loss(text, other, text, scale, 0.5)["temporal"]) == pytest.approx(
+        0.5 * float(wrong["temporal"]), rel=1e-5)
 
 
 def test_hard_negatives_never_pick_positives():

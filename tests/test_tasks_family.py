@@ -185,6 +185,47 @@ def test_retrieval_adds_mlm_only_when_weighted(mlm_weight, heads, demo_data):
     assert torch.allclose(loss, terms["vtc"] + terms.get("mlm", 0.0))
 
 
+@pytest.mark.parametrize("temporal_weight", [0.0, 0.5])
+def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_weight, demo_data):
+    """objective.temporal_weight > 0: one more video pass, over the clips with their halves swapped in time, and
+    the term in the loss; at 0 (the default) neither."""
+    import torch
+
+    from violet.data.text import load_tokenizer
+    from violet.objectives import swap_halves
+    from violet.runtime import build_config
+    from violet.tasks import get_task
+
+    task_cls = get_task("retrieval")
+    assert build_config(task_cls).objective.temporal_weight == 0.0
+    config = build_config(task_cls, data_dir=str(demo_data), dotted=[
+        "model.image_size=32", "objective.mlm_weight=0", f"objective.temporal_weight={temporal_weight}"])
+    task = task_cls(config, load_tokenizer(""))
+    model = task.build_model()
+    frames_seen = []
+    original = model.forward
+
+    def counting(kind, **kwargs):
+        if kind == "video":
+            frames_seen.append(kwargs["frames"])
+        return original(kind, **kwargs)
+
+    model.forward = counting
+    batch = task.text_fields({"caption": ["a red ball rolls left", "a blue box moves up"] * 2})
+    batch.update(frames=torch.rand(4, 8, 3, 32, 32), video=["a", "b", "c", "d"])
+    loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
+    assert len(frames_seen) == 1 + (temporal_weight > 0)
+    if temporal_weight > 0:
+        assert torch.equal(frames_seen[1], swap_halves(batch["frames"]))
+        assert 0.0 <= float(terms["temporal_acc"]) <= 1.0
+        # the term alone moves the video encoder (through both passes), not only the projection heads
+        video_params = [p for p in model.video.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(terms["temporal"], video_params, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert ("temporal" in terms) == (temporal_weight > 0)
+    assert torch.allclose(loss, terms["vtc"] + terms.get("temporal", 0.0))
+
+
 @pytest.mark.parametrize("mlm_weight", [0.0, 0.5])
 def test_qa_mc_adds_mlm_on_the_correct_answer_text_only_when_weighted(mlm_weight, demo_data):
     """qa-mc's MLM term fuses the correct "question + answer" text of each row (one per question, not one per

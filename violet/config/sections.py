@@ -213,6 +213,9 @@ class ObjectiveConfig:
     vtm_weight: float = 1.0  # weight of video-text matching (retrieval: 0 = no VTM head, no re-ranking)
     vtc_weight: float = 1.0  # weight of video-text contrastive learning
     mlm_prob: float = 0.15  # fraction of text tokens masked for MLM
+    # Retrieval: > 0 adds each clip with its two halves swapped in time as a negative for its own caption (a
+    # second video pass a step), so the embeddings must keep the order of events; 0 = off
+    temporal_weight: float = 0.0
     # Fraction of video tokens hidden for MVM: replaced by a mask token (VIOLET), or with model.decoder_depth > 0
     # (SimVTP) the fraction of tubes the encoder never sees (0.9).
     mvm_ratio: float = 0.3
@@ -236,7 +239,7 @@ class ObjectiveConfig:
         _one_of("objective.mvm_target", self.mvm_target, ("pixel", "hog", "vq"))
         _one_of("objective.vtm_negatives", self.vtm_negatives, ("global", "local"))
         _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
-        for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "answer_top_k"):
+        for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):
             if not 0.0 <= getattr(self, key) < 1.0:

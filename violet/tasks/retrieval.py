@@ -1,12 +1,13 @@
-"""Text-video retrieval: fine-tune with VTC (+ hard-negative VTM, + MLM over the fused caption and clip, each when
-its weight is > 0); evaluate dual-encoder ranking, re-ranked by VTM when the run has that head."""
+"""Text-video retrieval: fine-tune with VTC (+ hard-negative VTM, + MLM over the fused caption and clip, + the
+temporal-order contrast, each when its weight is > 0); evaluate dual-encoder ranking, re-ranked by VTM when the
+run has that head."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
-from violet.objectives import contrastive_and_matching
+from violet.objectives import contrastive_and_matching, swap_halves, temporal_order_loss
 from violet.tasks.base import Task
 from violet.tasks.ranking import (
     EvaluatedByRetrieval,
@@ -43,12 +44,17 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
 
     def training_step(self, model: Any, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         # The negatives are drawn with the rank-shared generator (the same pairs on every rank), not `generator`.
-        terms, video, _ = contrastive_and_matching(
-            model, batch, self.config.objective, self.global_generator, matching="vtm" in self.heads,
+        objective = self.config.objective
+        terms, video, text = contrastive_and_matching(
+            model, batch, objective, self.global_generator, matching="vtm" in self.heads,
             text_length=self.config.model.max_text_len,
         )
         if "mlm" in self.heads:  # the caption's masked words predicted from the fused caption and clip
             terms.update(masked_language_terms(self, model, batch, video["tokens"], None, generator))
-        return terms["vtc"] + terms["vtm"] + terms.get("mlm", 0.0), terms
+        if objective.temporal_weight > 0:  # the same clip in the other order must score lower
+            swapped = model("video", frames=swap_halves(batch["frames"]))
+            terms.update(temporal_order_loss(text["embed"], video["embed"], swapped["embed"], text["logit_scale"],
+                                             objective.temporal_weight))
+        return terms["vtc"] + terms["vtm"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), terms
 
     # ----- evaluation -----
