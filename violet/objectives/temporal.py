@@ -7,6 +7,8 @@ jump at the seam), so the only way to score the caption higher on the real clip 
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -27,3 +29,11 @@ def temporal_order_loss(text_embed: torch.Tensor, video_embed: torch.Tensor, swa
     targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return {"temporal": weight * F.cross_entropy(logits, targets),
             "temporal_acc": (real > swapped).float().mean().detach()}
+
+
+def temporal_order_terms(model: Callable[..., dict], frames: torch.Tensor, text_embed: torch.Tensor,
+                         video: dict[str, Any], weight: float) -> dict[str, torch.Tensor]:
+    """The swapped clips' video pass and the loss against it; `video` is the real clips' pass (its embed and
+    logit_scale), `text_embed` each clip's own caption or correct answer text."""
+    swapped = model("video", frames=swap_halves(frames))
+    return temporal_order_loss(text_embed, video["embed"], swapped["embed"], video["logit_scale"], weight)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from violet.objectives import contrastive_and_matching, swap_halves, temporal_order_loss
+from violet.objectives import contrastive_and_matching, temporal_order_terms
 from violet.tasks.base import Task
 from violet.tasks.ranking import (
     EvaluatedByRetrieval,
@@ -52,9 +52,7 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
         if "mlm" in self.heads:  # the caption's masked words predicted from the fused caption and clip
             terms.update(masked_language_terms(self, model, batch, video["tokens"], None, generator))
         if objective.temporal_weight > 0:  # the same clip in the other order must score lower
-            swapped = model("video", frames=swap_halves(batch["frames"]))
-            terms.update(temporal_order_loss(text["embed"], video["embed"], swapped["embed"], text["logit_scale"],
-                                             objective.temporal_weight))
+            terms.update(temporal_order_terms(model, batch["frames"], text["embed"], video, objective.temporal_weight))
         return terms["vtc"] + terms["vtm"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), terms
 
     # ----- evaluation -----
