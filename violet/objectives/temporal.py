@@ -34,6 +34,6 @@ def temporal_order_loss(text_embed: torch.Tensor, video_embed: torch.Tensor, swa
 def temporal_order_terms(model: Callable[..., dict], frames: torch.Tensor, text_embed: torch.Tensor,
                          video: dict[str, Any], weight: float) -> dict[str, torch.Tensor]:
     """The swapped clips' video pass and the loss against it; `video` is the real clips' pass (its embed and
-    logit_scale), `text_embed` each clip's own caption or correct answer text."""
+    logit_scale), `text_embed` the embedding of each clip's own caption."""
     swapped = model("video", frames=swap_halves(frames))
     return temporal_order_loss(text_embed, video["embed"], swapped["embed"], video["logit_scale"], weight)
