@@ -114,9 +114,6 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Each clip with its halves swapped in time as a negative for its own caption (a second video pass a step): the
     # errors left confuse the order of two moves.
     "retrieval/temporal_weight=1": ("retrieval", ["objective.temporal_weight=1"]),
-    "qa-mc/schedule=cosine": ("qa-mc", ["train.lr_schedule=cosine"]),
-    "qa-mc/mlm_prob=0.4": ("qa-mc", ["objective.mlm_prob=0.4"]),
-    "qa-mc/mlm_prob=0.75": ("qa-mc", ["objective.mlm_prob=0.75"]),
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
     "retrieval/batch=16": ("retrieval", ["train.batch_size=16"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.

@@ -85,3 +85,37 @@ def test_qa_mc_error_report_names_the_fact_each_wrong_option_changes(tmp_path, c
     assert pairs["direction"]["accuracy"] < 100
     assert all(entry["accuracy"] == 100 for kind, entry in pairs.items() if kind != "direction")
     assert sum(entry["pairs"] for entry in pairs.values()) == 3 * len(rows)
+
+
+def test_retrieval_error_report_groups_captions_by_moves_and_names_what_differs(tmp_path, capsys):
+    """benchmarks/retrieval_errors.py: a caption that names one direction twice counts two moves; top-1 accuracy
+    per number of moves and per speed of one-move captions counts every caption once; a wrong top-1 reports the
+    facts its caption changes."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "retrieval_errors", Path(__file__).resolve().parent.parent / "benchmarks" / "retrieval_errors.py")
+    errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(errors)
+    world = make_world(tmp_path / "w", 6, n_train=0, n_val=20, n_test=0)
+    concept_of = {word: concept for concept, word in world["words"].items()}
+    up, fast = world["words"]["up"], world["words"]["fast"]
+    twice = errors.caption_facts(f"it goes {up} {fast}, then {up} {fast}", concept_of)
+    assert twice["directions"] == ["up", "up"] and twice["speeds"] == ["fast", "fast"]
+    rows = read(tmp_path / "w/annotations/captions_val.jsonl")
+    facts = [errors.caption_facts(row["caption"], concept_of) for row in rows]
+    moves = [len(f["directions"]) for f in facts]
+    assert set(moves) <= {1, 2} and 1 in moves and 2 in moves
+    wrong = moves.index(2)  # the first two-move caption ranks another video first
+    other = next(i for i, f in enumerate(facts) if f["shape"] != facts[wrong]["shape"])
+    predictions = [{"text": row["caption"], "correct": i != wrong,
+                    "top": [{"video": rows[other if i == wrong else i]["video"]}]} for i, row in enumerate(rows)]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    report = errors.main([str(tmp_path / "w"), str(tmp_path / "p.jsonl")])
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["wrong_top1"] == 1 and report["top1_caption_differs_in"]["shape"] == 1
+    assert report["top1_right_by_moves"] == {"1": [moves.count(1)] * 2, "2": [moves.count(2) - 1, moves.count(2)]}
+    by_speed = report["top1_right_by_one_move_speed"]
+    assert sum(total for _, total in by_speed.values()) == moves.count(1)
+    assert all(right == total for right, total in by_speed.values())
