@@ -114,6 +114,13 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Each clip with its halves swapped in time as a negative for its own caption (a second video pass a step): the
     # errors left confuse the order of two moves.
     "retrieval/temporal_weight=1": ("retrieval", ["objective.temporal_weight=1"]),
+    # The clip played backwards as the negative instead: each tubelet's frames run the other way, so the tokens
+    # differ from the first step (the swap above left the term at ln 2), and direction as well as order is asked.
+    "retrieval/temporal_weight=1,negative=reverse": ("retrieval", [
+        "objective.temporal_weight=1", "objective.temporal_negative=reverse"]),
+    # The swap with an embedding that keeps the halves apart by construction (either alone did not help).
+    "retrieval/temporal_weight=1,video_pool_segments=2": ("retrieval", [
+        "objective.temporal_weight=1", "model.video_pool_segments=2"]),
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
     "retrieval/batch=16": ("retrieval", ["train.batch_size=16"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.

@@ -7,7 +7,8 @@ import violet.objectives.matching as matching_module
 from violet.config import ObjectiveConfig
 from violet.objectives import (
     contrastive_and_matching, mask_text_tokens, match_score, matching_negatives, mlm_loss, mvm_loss, pixel_targets,
-    random_patch_mask, sample_hard_negatives, swap_halves, temporal_order_loss, video_keys, vtc_loss, vtm_loss,
+    random_patch_mask, reverse_time, sample_hard_negatives, swap_halves, temporal_order_loss, video_keys, vtc_loss,
+    vtm_loss,
 )
 
 
@@ -64,6 +65,14 @@ def test_swap_halves_puts_the_second_half_first():
     swapped = swap_halves(frames)
     assert swapped[0, :, 0, 0, 0].tolist() == [4, 5, 6, 7, 0, 1, 2, 3]
     assert torch.equal(swap_halves(swapped), frames)  # twice is the identity for an even number of frames
+
+
+def test_reverse_time_plays_each_clip_backwards():
+    frames = torch.arange(5.0).view(1, 5, 1, 1, 1).expand(2, 5, 3, 2, 2) + torch.tensor([0.0, 10.0]).view(2, 1, 1, 1, 1)
+    backwards = reverse_time(frames)
+    assert backwards[0, :, 0, 0, 0].tolist() == [4, 3, 2, 1, 0]
+    assert backwards[1, :, 2, 1, 1].tolist() == [14, 13, 12, 11, 10]  # each clip on its own, every pixel
+    assert torch.equal(reverse_time(backwards), frames)
 
 
 def test_temporal_order_loss_prefers_the_real_order():

@@ -185,21 +185,23 @@ def test_retrieval_adds_mlm_only_when_weighted(mlm_weight, heads, demo_data):
     assert torch.allclose(loss, terms["vtc"] + terms.get("mlm", 0.0))
 
 
-@pytest.mark.parametrize("temporal_weight", [0.0, 0.5])
-def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_weight, demo_data):
-    """objective.temporal_weight > 0: one more video pass, over the clips with their halves swapped in time, and
-    the term in the loss; at 0 (the default) neither."""
+@pytest.mark.parametrize("temporal_weight,negative", [(0.0, "swap"), (0.5, "swap"), (0.5, "reverse")])
+def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_weight, negative, demo_data):
+    """objective.temporal_weight > 0: one more video pass, over the clips altered in time as
+    objective.temporal_negative says (halves swapped, or played backwards), and the term in the loss; at 0 (the
+    default) neither."""
     import torch
 
     from violet.data.text import load_tokenizer
-    from violet.objectives import swap_halves
+    from violet.objectives import reverse_time, swap_halves
     from violet.runtime import build_config
     from violet.tasks import get_task
 
     task_cls = get_task("retrieval")
     assert build_config(task_cls).objective.temporal_weight == 0.0
     config = build_config(task_cls, data_dir=str(demo_data), dotted=[
-        "model.image_size=32", "objective.mlm_weight=0", f"objective.temporal_weight={temporal_weight}"])
+        "model.image_size=32", "objective.mlm_weight=0", f"objective.temporal_weight={temporal_weight}",
+        f"objective.temporal_negative={negative}"])
     task = task_cls(config, load_tokenizer(""))
     model = task.build_model()
     frames_seen = []
@@ -216,7 +218,8 @@ def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_
     loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
     assert len(frames_seen) == 1 + (temporal_weight > 0)
     if temporal_weight > 0:
-        assert torch.equal(frames_seen[1], swap_halves(batch["frames"]))
+        altered = {"swap": swap_halves, "reverse": reverse_time}[negative](batch["frames"])
+        assert torch.equal(frames_seen[1], altered) and not torch.equal(altered, batch["frames"])
         assert 0.0 <= float(terms["temporal_acc"]) <= 1.0
         # the term alone moves the video encoder (through both passes), not only the projection heads
         video_params = [p for p in model.video.parameters() if p.requires_grad]

@@ -1,9 +1,15 @@
-"""Temporal-order contrast: a clip with its two halves swapped in time as a negative for its own caption.
+"""Temporal contrast: the same clip altered in time as a negative for its own caption.
 
 A mean over a clip's tokens, and over a caption's, is blind to the order of events unless each token's features
-interact with its time position; in-batch negatives rarely differ from a positive only in order, so nothing in
-plain VTC asks for it. The swapped clip shows the same things and the same motions in the other order (plus a
-jump at the seam), so the only way to score the caption higher on the real clip is to read the order.
+interact with its time position; in-batch negatives rarely differ from a positive only in order or direction, so
+nothing in plain VTC asks for either. Two alterations:
+
+- "swap": the two halves swapped. The same things and motions in the other order (plus a jump at the seam); with
+  temporal tubelets the tokens themselves are unchanged, only their time slots move.
+- "reverse": the clip played backwards. Every motion runs the other way and events come in the other order; each
+  tubelet's frames are reversed too, so the tokens differ from the first step and the term has a gradient at once.
+  It assumes the text says which way things go: a caption true of the clip played backwards ("a man stands in a
+  kitchen") is pushed away from a clip it also describes, which is why the term is off by default.
 """
 from __future__ import annotations
 
@@ -18,10 +24,18 @@ def swap_halves(frames: torch.Tensor) -> torch.Tensor:
     return torch.roll(frames, shifts=frames.shape[1] // 2, dims=1)
 
 
+def reverse_time(frames: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) -> the same clips played backwards."""
+    return torch.flip(frames, dims=(1,))
+
+
+ALTERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"swap": swap_halves, "reverse": reverse_time}
+
+
 def temporal_order_loss(text_embed: torch.Tensor, video_embed: torch.Tensor, swapped_embed: torch.Tensor,
                         logit_scale: torch.Tensor, weight: float) -> dict[str, torch.Tensor]:
-    """Two-way InfoNCE per caption: its own clip against the same clip with its halves swapped (all embeddings
-    L2-normalised (B, D), this rank's rows). `temporal_acc`: how often the real order already scores higher."""
+    """Two-way InfoNCE per caption: its own clip against the same clip altered in time (all embeddings
+    L2-normalised (B, D), this rank's rows). `temporal_acc`: how often the real clip already scores higher."""
     scale = logit_scale.float().squeeze()
     real = (text_embed.float() * video_embed.float()).sum(-1)
     swapped = (text_embed.float() * swapped_embed.float()).sum(-1)
@@ -32,8 +46,8 @@ def temporal_order_loss(text_embed: torch.Tensor, video_embed: torch.Tensor, swa
 
 
 def temporal_order_terms(model: Callable[..., dict], frames: torch.Tensor, text_embed: torch.Tensor,
-                         video: dict[str, Any], weight: float) -> dict[str, torch.Tensor]:
-    """The swapped clips' video pass and the loss against it; `video` is the real clips' pass (its embed and
-    logit_scale), `text_embed` the embedding of each clip's own caption."""
-    swapped = model("video", frames=swap_halves(frames))
-    return temporal_order_loss(text_embed, video["embed"], swapped["embed"], video["logit_scale"], weight)
+                         video: dict[str, Any], weight: float, alteration: str = "swap") -> dict[str, torch.Tensor]:
+    """The altered clips' video pass (`alteration`: a key of ALTERATIONS) and the loss against it; `video` is the
+    real clips' pass (its embed and logit_scale), `text_embed` the embedding of each clip's own caption."""
+    altered = model("video", frames=ALTERATIONS[alteration](frames))
+    return temporal_order_loss(text_embed, video["embed"], altered["embed"], video["logit_scale"], weight)
