@@ -67,6 +67,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "qa-mc/mlm_weight=1,vtm_weight=0,patch=4,tubelet=4,video_pool_segments=2": (
         "qa-mc", ["objective.mlm_weight=1", "objective.vtm_weight=0", "model.patch_size=4", "model.tubelet=4",
                   "model.video_pool_segments=2"]),
+    # The correct "question answer" text must score its clip above the clip played backwards (as retrieval's row).
+    "qa-mc/temporal_weight=1,negative=reverse": ("qa-mc", [
+        "objective.temporal_weight=1", "objective.temporal_negative=reverse"]),
     "qa-mc/video_pool_segments=2": ("qa-mc", ["model.video_pool_segments=2"]),
     "qa-mc/video_pool_segments=4": ("qa-mc", ["model.video_pool_segments=4"]),
     "retrieval/video_pool_segments=2": ("retrieval", ["model.video_pool_segments=2"]),

@@ -4,7 +4,8 @@ which costs a fused pass per option. Training is cross-entropy over a question's
 that pairs each video with its correct "question + answer" text against the other videos of the batch: that term
 is what teaches the video encoder motion from QA data alone (the option loss by itself stayed at chance).
 With `objective.mlm_weight` > 0 the correct "question + answer" text, words masked, is also fused with the clip
-and its masked words predicted (MLM as an auxiliary term, as in pretraining).
+and its masked words predicted (MLM as an auxiliary term, as in pretraining). With `objective.temporal_weight` > 0
+the correct text must also score its clip above the same clip altered in time (as in retrieval).
 The same scores work zero-shot from a pretrained checkpoint (with its VTM head when it has one).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from accelerate import Accelerator
 
 from violet.data.text import tokenize
 from violet.metrics import accuracy
-from violet.objectives import match_score, video_keys, vtc_loss
+from violet.objectives import match_score, temporal_order_terms, video_keys, vtc_loss
 from violet.tasks.base import Task
 from violet.tasks.ranking import caption_heads, masked_language_terms
 from violet.tasks.registry import register
@@ -73,9 +74,13 @@ class MultipleChoiceQATask(Task):
         if "mlm" in self.heads:  # the answer text's masked words predicted from it fused with the clip
             answer_text = {"text_ids": batch["text_ids"][correct], "text_mask": batch["text_mask"][correct]}
             terms.update(masked_language_terms(self, model, answer_text, video["tokens"], None, generator))
+        objective = self.config.objective
+        if objective.temporal_weight > 0:  # the clip altered in time must score lower against the correct text
+            terms.update(temporal_order_terms(model, batch["frames"], text["embed"][correct], video,
+                                              objective.temporal_weight, objective.temporal_negative))
         acc = (scores.argmax(dim=1) == answer).float().mean()
         logs = {"qa_mc": loss, **terms, "qa_mc_acc": acc.detach()}
-        return loss + terms["vtc"] + terms.get("mlm", 0.0), logs
+        return loss + terms["vtc"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), logs
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
                  top_k: int = 10) -> dict[str, Any]:
