@@ -262,6 +262,46 @@ def test_qa_mc_adds_mlm_on_the_correct_answer_text_only_when_weighted(mlm_weight
     assert torch.allclose(loss, terms["qa_mc"] + terms["vtc"] + terms.get("mlm", 0.0))
 
 
+def test_qa_mc_temporal_contrast_uses_each_correct_answer_text(demo_data, monkeypatch):
+    """objective.temporal_weight > 0 in qa-mc: one more video pass over the clips played backwards, scored against
+    the embedding of each row's correct "question + answer" text (not any other option), and the term in the loss."""
+    import torch
+
+    from violet.data.text import load_tokenizer
+    from violet.objectives import reverse_time, temporal_order_loss
+    from violet.runtime import build_config
+    from violet.tasks import get_task
+
+    task_cls = get_task("qa-mc")
+    config = build_config(task_cls, data_dir=str(demo_data), dotted=[
+        "model.image_size=32", "objective.vtm_weight=0", "objective.mlm_weight=0", "objective.temporal_weight=0.5",
+        "objective.temporal_negative=reverse"])
+    task = task_cls(config, load_tokenizer(""))
+    model = task.build_model()
+    frames_seen, texts_seen = [], []
+    original = model.forward
+
+    def recording(kind, **kwargs):
+        out = original(kind, **kwargs)
+        if kind == "video":
+            frames_seen.append(kwargs["frames"])
+        if kind == "text":
+            texts_seen.append(out["embed"])
+        return out
+
+    model.forward = recording
+    seen_text = []
+    monkeypatch.setattr("violet.objectives.temporal.temporal_order_loss",
+                        lambda text, *rest: seen_text.append(text) or temporal_order_loss(text, *rest))
+    options = [["moves left", "moves right", "stays"], ["is red", "is blue", "is green"]]
+    batch = task.text_fields({"question": ["where does it go?", "what colour?"], "options": options, "answer": [1, 2]})
+    batch.update(frames=torch.rand(2, 8, 3, 32, 32), video=["a", "b"])
+    loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
+    assert len(frames_seen) == 2 and torch.equal(frames_seen[1], reverse_time(batch["frames"]))
+    assert torch.equal(seen_text[0], texts_seen[0][torch.tensor([1, 5])])  # row 0 option 1, row 1 option 2
+    assert torch.allclose(loss, terms["qa_mc"] + terms["vtc"] + terms["temporal"])
+
+
 @pytest.mark.parametrize("task, saved_format, loads_with", [
     ("pretrain", 1, 1.0), ("retrieval", 1, 0.0), ("retrieval", 2, 1.0), ("qa-mc", 2, 0.0), ("qa-mc", 3, 1.0),
     ("qa-oe", 3, 0.0),
