@@ -70,6 +70,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # The correct "question answer" text must score its clip above the clip played backwards (as retrieval's row).
     "qa-mc/temporal_weight=1,negative=reverse": ("qa-mc", [
         "objective.temporal_weight=1", "objective.temporal_negative=reverse"]),
+    "qa-mc/temporal_weight=1,negative=segments,video_pool_segments=2": ("qa-mc", [
+        "objective.temporal_weight=1", "objective.temporal_negative=segments", "model.video_pool_segments=2"]),
     "qa-mc/video_pool_segments=2": ("qa-mc", ["model.video_pool_segments=2"]),
     "qa-mc/video_pool_segments=4": ("qa-mc", ["model.video_pool_segments=4"]),
     "retrieval/video_pool_segments=2": ("retrieval", ["model.video_pool_segments=2"]),
@@ -125,6 +127,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # 15 s of the 10-minute budget.
     "retrieval/temporal_weight=1,negative=reverse,epochs=26": ("retrieval", [
         "objective.temporal_weight=1", "objective.temporal_negative=reverse", "train.epochs=26"]),
+    # Segment pooling with its own segments in the other order as the negative: an order contrast without a second
+    # video pass (the pixel-level swap sat at ln 2; the reverse costs ~30 % of the step).
+    "retrieval/temporal_weight=1,negative=segments,video_pool_segments=2": ("retrieval", [
+        "objective.temporal_weight=1", "objective.temporal_negative=segments", "model.video_pool_segments=2"]),
     # The swap with an embedding that keeps the halves apart by construction (either alone did not help).
     "retrieval/temporal_weight=1,video_pool_segments=2": ("retrieval", [
         "objective.temporal_weight=1", "model.video_pool_segments=2"]),

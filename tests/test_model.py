@@ -171,3 +171,22 @@ def test_a_segment_pooled_model_embeds_a_clip_and_its_reversal_apart():
         forward, backward = model("video", frames=frames)["embed"], model("video", frames=frames.flip(1))["embed"]
     assert forward.shape == (2, config.embed_dim)
     assert (forward * backward).sum(dim=-1).max() < 0.99
+
+
+def test_a_segment_pooled_model_returns_its_order_swapped_embedding_and_a_mean_pooled_one_does_not():
+    """`order_swapped_embed` is the projection of the same segment means in the other order (the temporal
+    contrast's "segments" negative): computed from the real pass, not by encoding the clip again."""
+    import torch.nn.functional as F
+
+    from violet.models.video_language import segment_means
+
+    torch.manual_seed(0)
+    model = VideoLanguageModel(tiny(video_pool_segments=2), 3000, ["vtc"]).eval()
+    frames = inputs(model.config, frames=8)[0]
+    with torch.no_grad():
+        out = model("video", frames=frames)
+        first, later = segment_means(out["tokens"], 2).chunk(2, dim=-1)
+        expected = F.normalize(model.heads["vtc"].video_proj(torch.cat([later, first], dim=-1)), dim=-1)
+        assert torch.allclose(out["order_swapped_embed"], expected, atol=1e-6)
+        assert not torch.allclose(out["order_swapped_embed"], out["embed"], atol=1e-3)
+        assert "order_swapped_embed" not in VideoLanguageModel(tiny(), 3000, ["vtc"])("video", frames=frames)

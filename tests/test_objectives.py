@@ -298,3 +298,14 @@ def test_contrastive_and_matching_fuses_positives_and_both_negatives_once():
     assert model.calls == [("video", 4), ("text", 4), ("fusion", 12)]
     assert float(terms["vtm"]) == pytest.approx(0.5 * math.log(2))  # zero logits: chance on every pair
     assert not torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())  # drew negatives
+
+
+def test_the_segments_negative_needs_segment_pooling():
+    from violet.config import ConfigError, ModelConfig
+    from violet.objectives import check_temporal_negative
+
+    objective = ObjectiveConfig(temporal_weight=1.0, temporal_negative="segments")
+    with pytest.raises(ConfigError, match="video_pool_segments >= 2, got 1"):
+        check_temporal_negative(objective, ModelConfig())
+    check_temporal_negative(objective, ModelConfig(video_pool_segments=2))
+    check_temporal_negative(ObjectiveConfig(temporal_weight=0.0, temporal_negative="segments"), ModelConfig())

@@ -185,11 +185,12 @@ def test_retrieval_adds_mlm_only_when_weighted(mlm_weight, heads, demo_data):
     assert torch.allclose(loss, terms["vtc"] + terms.get("mlm", 0.0))
 
 
-@pytest.mark.parametrize("temporal_weight,negative", [(0.0, "swap"), (0.5, "swap"), (0.5, "reverse")])
+@pytest.mark.parametrize("temporal_weight,negative", [
+    (0.0, "swap"), (0.5, "swap"), (0.5, "reverse"), (0.5, "segments")])
 def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_weight, negative, demo_data):
     """objective.temporal_weight > 0: one more video pass, over the clips altered in time as
     objective.temporal_negative says (halves swapped, or played backwards), and the term in the loss; at 0 (the
-    default) neither."""
+    default) neither. "segments" takes the negative from the real pass (segment means in the other order)."""
     import torch
 
     from violet.data.text import load_tokenizer
@@ -201,7 +202,7 @@ def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_
     assert build_config(task_cls).objective.temporal_weight == 0.0
     config = build_config(task_cls, data_dir=str(demo_data), dotted=[
         "model.image_size=32", "objective.mlm_weight=0", f"objective.temporal_weight={temporal_weight}",
-        f"objective.temporal_negative={negative}"])
+        f"objective.temporal_negative={negative}", "model.video_pool_segments=2"])
     task = task_cls(config, load_tokenizer(""))
     model = task.build_model()
     frames_seen = []
@@ -216,12 +217,13 @@ def test_retrieval_adds_the_temporal_order_contrast_only_when_weighted(temporal_
     batch = task.text_fields({"caption": ["a red ball rolls left", "a blue box moves up"] * 2})
     batch.update(frames=torch.rand(4, 8, 3, 32, 32), video=["a", "b", "c", "d"])
     loss, terms = task.training_step(model, batch, torch.Generator().manual_seed(0))
-    assert len(frames_seen) == 1 + (temporal_weight > 0)
-    if temporal_weight > 0:
+    assert len(frames_seen) == 1 + (temporal_weight > 0 and negative != "segments")
+    if temporal_weight > 0 and negative != "segments":
         altered = {"swap": swap_halves, "reverse": reverse_time}[negative](batch["frames"])
         assert torch.equal(frames_seen[1], altered) and not torch.equal(altered, batch["frames"])
+    if temporal_weight > 0:
         assert 0.0 <= float(terms["temporal_acc"]) <= 1.0
-        # the term alone moves the video encoder (through both passes), not only the projection heads
+        # the term alone moves the video encoder (through both passes, or both segments), not only the projections
         video_params = [p for p in model.video.parameters() if p.requires_grad]
         grads = torch.autograd.grad(terms["temporal"], video_params, allow_unused=True)
         assert any(g is not None and g.abs().sum() > 0 for g in grads)

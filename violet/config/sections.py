@@ -216,7 +216,9 @@ class ObjectiveConfig:
     # Retrieval and qa-mc: > 0 adds each clip altered in time as a negative for its own caption (a second video pass a
     # step), so the embeddings must keep the order of events (and, reversed, the direction of motion); 0 = off
     temporal_weight: float = 0.0
-    temporal_negative: str = "swap"  # swap = the two halves swapped | reverse = the clip played backwards
+    # swap = the two halves swapped | reverse = the clip played backwards (each a second video pass) | segments =
+    # the segment means in the other order (needs model.video_pool_segments >= 2; no second pass)
+    temporal_negative: str = "swap"
     # Fraction of video tokens hidden for MVM: replaced by a mask token (VIOLET), or with model.decoder_depth > 0
     # (SimVTP) the fraction of tubes the encoder never sees (0.9).
     mvm_ratio: float = 0.3
@@ -240,7 +242,7 @@ class ObjectiveConfig:
         _one_of("objective.mvm_target", self.mvm_target, ("pixel", "hog", "vq"))
         _one_of("objective.vtm_negatives", self.vtm_negatives, ("global", "local"))
         _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
-        _one_of("objective.temporal_negative", self.temporal_negative, ("swap", "reverse"))
+        _one_of("objective.temporal_negative", self.temporal_negative, ("swap", "reverse", "segments"))
         for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):

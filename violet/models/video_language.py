@@ -199,9 +199,13 @@ class VideoLanguageModel(nn.Module):
         out = {"tokens": tokens}
         if "vtc" in self.heads and (mvm_mask is None or self.mae_style):
             vtc = self.heads["vtc"]
-            pooled = segment_means(encoded, self.config.video_pool_segments)
+            segments = self.config.video_pool_segments
+            pooled = segment_means(encoded, segments)
             out["embed"] = F.normalize(vtc.video_proj(pooled), dim=-1)
             out["logit_scale"] = vtc.scale()
+            if segments > 1:  # the same segment means in the other order: an order negative without a second pass
+                rolled = pooled.unflatten(-1, (segments, -1)).roll(segments // 2, dims=1).flatten(1)
+                out["order_swapped_embed"] = F.normalize(vtc.video_proj(rolled), dim=-1)
         return out
 
     def _encode_text(self, ids: torch.Tensor, mask: torch.Tensor, embed: bool = True) -> dict[str, torch.Tensor]:

@@ -10,6 +10,9 @@ nothing in plain VTC asks for either. Two alterations:
   tubelet's frames are reversed too, so the tokens differ from the first step and the term has a gradient at once.
   It assumes the text says which way things go: a caption true of the clip played backwards ("a man stands in a
   kitchen") is pushed away from a clip it also describes, which is why the term is off by default.
+- "segments": with model.video_pool_segments >= 2, the clip's embedding made from its segment means in the other
+  order (the model returns it beside the embedding). No second video pass; it asks the projection and the text
+  to agree on order, while the tokens of each segment already see only their own stretch of time.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+from violet.config import ConfigError
 
 
 def swap_halves(frames: torch.Tensor) -> torch.Tensor:
@@ -47,7 +52,18 @@ def temporal_order_loss(text_embed: torch.Tensor, video_embed: torch.Tensor, swa
 
 def temporal_order_terms(model: Callable[..., dict], frames: torch.Tensor, text_embed: torch.Tensor,
                          video: dict[str, Any], weight: float, alteration: str = "swap") -> dict[str, torch.Tensor]:
-    """The altered clips' video pass (`alteration`: a key of ALTERATIONS) and the loss against it; `video` is the
-    real clips' pass (its embed and logit_scale), `text_embed` the embedding of each clip's own caption."""
-    altered = model("video", frames=ALTERATIONS[alteration](frames))
-    return temporal_order_loss(text_embed, video["embed"], altered["embed"], video["logit_scale"], weight)
+    """The altered clips' embeddings (`alteration`: a key of ALTERATIONS, a second video pass; or "segments", from
+    the real pass) and the loss against them; `video` is the real clips' pass (its embed and logit_scale),
+    `text_embed` the embedding of each clip's own caption."""
+    if alteration == "segments":
+        altered = video["order_swapped_embed"]
+    else:
+        altered = model("video", frames=ALTERATIONS[alteration](frames))["embed"]
+    return temporal_order_loss(text_embed, video["embed"], altered, video["logit_scale"], weight)
+
+
+def check_temporal_negative(objective: Any, model: Any) -> None:
+    """Fail when the run is set up, not at the first step: the "segments" negative needs segment pooling."""
+    if objective.temporal_weight > 0 and objective.temporal_negative == "segments" and model.video_pool_segments < 2:
+        raise ConfigError("objective.temporal_negative=segments swaps the clip's segment means: it needs "
+                          f"model.video_pool_segments >= 2, got {model.video_pool_segments}")

@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from violet.data.text import tokenize
 from violet.metrics import accuracy
-from violet.objectives import match_score, temporal_order_terms, video_keys, vtc_loss
+from violet.objectives import check_temporal_negative, match_score, temporal_order_terms, video_keys, vtc_loss
 from violet.tasks.base import Task
 from violet.tasks.ranking import caption_heads, masked_language_terms
 from violet.tasks.registry import register
@@ -38,6 +38,7 @@ class MultipleChoiceQATask(Task):
         # objective.vtm_weight=0: options are scored by the dual encoder alone, without the fused pass per option;
         # objective.mlm_weight=0 (the default): no masked pass over the answer text.
         self.heads = caption_heads(self.heads, config.objective)
+        check_temporal_negative(config.objective, config.model)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         texts, counts = [], []

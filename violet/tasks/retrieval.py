@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from violet.objectives import contrastive_and_matching, temporal_order_terms
+from violet.objectives import check_temporal_negative, contrastive_and_matching, temporal_order_terms
 from violet.tasks.base import Task
 from violet.tasks.ranking import (
     EvaluatedByRetrieval,
@@ -37,6 +37,7 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
     def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(config, tokenizer, **kwargs)
         self.heads = caption_heads(self.heads, config.objective)
+        check_temporal_negative(config.objective, config.model)
         self.retrieval = RetrievalEvaluator(self)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
