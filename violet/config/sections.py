@@ -213,8 +213,8 @@ class ObjectiveConfig:
     vtm_weight: float = 1.0  # weight of video-text matching (retrieval: 0 = no VTM head, no re-ranking)
     vtc_weight: float = 1.0  # weight of video-text contrastive learning
     mlm_prob: float = 0.15  # fraction of text tokens masked for MLM
-    # Retrieval and qa-mc: > 0 adds each clip altered in time as a negative for its own caption (a second video pass a
-    # step), so the embeddings must keep the order of events (and, reversed, the direction of motion); 0 = off
+    # Retrieval and qa-mc: > 0 adds each clip altered in time as a negative for its own caption, so the embeddings
+    # must keep the order of events (and, reversed, the direction of motion); 0 = off
     temporal_weight: float = 0.0
     # swap = the two halves swapped | reverse = the clip played backwards (each a second video pass) | segments =
     # the segment means in the other order (needs model.video_pool_segments >= 2; no second pass)

@@ -2,7 +2,7 @@
 
 A mean over a clip's tokens, and over a caption's, is blind to the order of events unless each token's features
 interact with its time position; in-batch negatives rarely differ from a positive only in order or direction, so
-nothing in plain VTC asks for either. Two alterations:
+nothing in plain VTC asks for either. Three alterations (docs/benchmarks.md has what each did):
 
 - "swap": the two halves swapped. The same things and motions in the other order (plus a jump at the seam); with
   temporal tubelets the tokens themselves are unchanged, only their time slots move.
@@ -11,8 +11,8 @@ nothing in plain VTC asks for either. Two alterations:
   It assumes the text says which way things go: a caption true of the clip played backwards ("a man stands in a
   kitchen") is pushed away from a clip it also describes, which is why the term is off by default.
 - "segments": with model.video_pool_segments >= 2, the clip's embedding made from its segment means in the other
-  order (the model returns it beside the embedding). No second video pass; it asks the projection and the text
-  to agree on order, while the tokens of each segment already see only their own stretch of time.
+  order (the model returns it beside the embedding). No second video pass, but a shortcut: each segment mean
+  carries its own time-position embedding, so the two orders can be told apart without reading the motion.
 """
 from __future__ import annotations
 
