@@ -59,8 +59,12 @@ PRESETS: dict[str, Preset] = {
             "retrieval": {"model": {"patch_size": 4, "tubelet": 4}, "objective": {"mlm_weight": 1.0},
                           "train": {"epochs": 30}},
             "qa-oe": {"model": {"patch_size": 4, "tubelet": 4}},
-            "qa-mc": {"model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0, "mlm_weight": 1.0},
-                      "train": {"epochs": 30}},
+            # qa-mc also contrasts each clip with itself played backwards (one more video pass a step, so 24 epochs
+            # instead of 30 keep it under 10 minutes): val 57.8 -> 64.4, no world lower.
+            "qa-mc": {"model": {"patch_size": 4, "tubelet": 4},
+                      "objective": {"vtm_weight": 0.0, "mlm_weight": 1.0, "temporal_weight": 1.0,
+                                    "temporal_negative": "reverse"},
+                      "train": {"epochs": 24}},
             "pretrain": {"model": {"patch_size": 4, "tubelet": 4},
                          "objective": {"vtm_weight": 0.0, "mvm_weight": 0.0}, "train": {"epochs": 32}},
         },
