@@ -59,12 +59,10 @@ PRESETS: dict[str, Preset] = {
             "retrieval": {"model": {"patch_size": 4, "tubelet": 4}, "objective": {"mlm_weight": 1.0},
                           "train": {"epochs": 30}},
             "qa-oe": {"model": {"patch_size": 4, "tubelet": 4}},
-            # qa-mc also contrasts each clip with itself played backwards (one more video pass a step, so 24 epochs
-            # instead of 30 keep it under 10 minutes): val 57.8 -> 64.4, no world lower.
-            "qa-mc": {"model": {"patch_size": 4, "tubelet": 4},
-                      "objective": {"vtm_weight": 0.0, "mlm_weight": 1.0, "temporal_weight": 1.0,
-                                    "temporal_negative": "reverse"},
-                      "train": {"epochs": 24}},
+            # Not (yet) the reversed clip as a negative (objective.temporal_negative=reverse): val 57.8 -> 64.4 in 24
+            # epochs, but held-out 56.1 -> 57.8 in 561-642 s, over the 10-minute budget (docs/benchmarks.md).
+            "qa-mc": {"model": {"patch_size": 4, "tubelet": 4}, "objective": {"vtm_weight": 0.0, "mlm_weight": 1.0},
+                      "train": {"epochs": 30}},
             "pretrain": {"model": {"patch_size": 4, "tubelet": 4},
                          "objective": {"vtm_weight": 0.0, "mvm_weight": 0.0}, "train": {"epochs": 32}},
         },
