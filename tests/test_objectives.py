@@ -309,3 +309,26 @@ def test_the_segments_negative_needs_segment_pooling():
         check_temporal_negative(objective, ModelConfig())
     check_temporal_negative(objective, ModelConfig(video_pool_segments=2))
     check_temporal_negative(ObjectiveConfig(temporal_weight=0.0, temporal_negative="segments"), ModelConfig())
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_temporal_rows_limit_the_altered_pass_to_the_first_clips(rows):
+    """objective.temporal_rows > 0: the second video pass sees only the first `rows` clips, played backwards, and
+    the loss is the temporal loss over those rows alone; 0 keeps every row."""
+    from violet.objectives import temporal_order_terms
+
+    frames = torch.randn(5, 4, 3, 2, 2)
+    embed = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    seen = []
+
+    def model(kind, frames):  # a stand-in video encoder: an embedding per clip from its pixels
+        seen.append(frames)
+        return {"embed": torch.nn.functional.normalize(frames.flatten(1)[:, :8], dim=-1)}
+
+    video = {"embed": embed, "logit_scale": torch.tensor([10.0])}
+    terms = temporal_order_terms(model, frames, text, video, 1.0, "reverse", rows)
+    used = rows or 5
+    assert len(seen) == 1 and torch.equal(seen[0], reverse_time(frames[:used]))
+    expected = temporal_order_loss(text[:used], embed[:used], model("video", seen[0])["embed"], video["logit_scale"], 1.0)
+    assert float(terms["temporal"]) == pytest.approx(float(expected["temporal"]))

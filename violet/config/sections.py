@@ -219,6 +219,9 @@ class ObjectiveConfig:
     # swap = the two halves swapped | reverse = the clip played backwards (each a second video pass) | segments =
     # the segment means in the other order (needs model.video_pool_segments >= 2; no second pass)
     temporal_negative: str = "swap"
+    # How many rows of each batch (per rank) the temporal term uses; 0 = all. The second video pass costs about as
+    # much as the first, so fewer rows buy back most of the step time (the first rows: batches are shuffled).
+    temporal_rows: int = 0
     # Fraction of video tokens hidden for MVM: replaced by a mask token (VIOLET), or with model.decoder_depth > 0
     # (SimVTP) the fraction of tubes the encoder never sees (0.9).
     mvm_ratio: float = 0.3
@@ -243,7 +246,7 @@ class ObjectiveConfig:
         _one_of("objective.vtm_negatives", self.vtm_negatives, ("global", "local"))
         _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
         _one_of("objective.temporal_negative", self.temporal_negative, ("swap", "reverse", "segments"))
-        for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "answer_top_k"):
+        for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "temporal_rows", "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):
             if not 0.0 <= getattr(self, key) < 1.0:

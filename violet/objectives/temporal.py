@@ -51,15 +51,18 @@ def temporal_order_loss(text_embed: torch.Tensor, video_embed: torch.Tensor, swa
 
 
 def temporal_order_terms(model: Callable[..., dict], frames: torch.Tensor, text_embed: torch.Tensor,
-                         video: dict[str, Any], weight: float, alteration: str = "swap") -> dict[str, torch.Tensor]:
+                         video: dict[str, Any], weight: float, alteration: str = "swap",
+                         rows: int = 0) -> dict[str, torch.Tensor]:
     """The altered clips' embeddings (`alteration`: a key of ALTERATIONS, a second video pass; or "segments", from
     the real pass) and the loss against them; `video` is the real clips' pass (its embed and logit_scale),
-    `text_embed` the embedding of each clip's own caption."""
+    `text_embed` the embedding of each clip's own caption. `rows` > 0: only the first `rows` clips take part, so the
+    second pass costs rows / B of the first."""
+    used = slice(None) if rows <= 0 else slice(0, rows)
     if alteration == "segments":
-        altered = video["order_swapped_embed"]
+        altered = video["order_swapped_embed"][used]
     else:
-        altered = model("video", frames=ALTERATIONS[alteration](frames))["embed"]
-    return temporal_order_loss(text_embed, video["embed"], altered, video["logit_scale"], weight)
+        altered = model("video", frames=ALTERATIONS[alteration](frames[used]))["embed"]
+    return temporal_order_loss(text_embed[used], video["embed"][used], altered, video["logit_scale"], weight)
 
 
 def check_temporal_negative(objective: Any, model: Any) -> None:

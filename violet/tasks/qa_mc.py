@@ -78,7 +78,8 @@ class MultipleChoiceQATask(Task):
         objective = self.config.objective
         if objective.temporal_weight > 0:  # the clip altered in time must score lower against the correct text
             terms.update(temporal_order_terms(model, batch["frames"], text["embed"][correct], video,
-                                              objective.temporal_weight, objective.temporal_negative))
+                                              objective.temporal_weight, objective.temporal_negative,
+                                              objective.temporal_rows))
         acc = (scores.argmax(dim=1) == answer).float().mean()
         logs = {"qa_mc": loss, **terms, "qa_mc_acc": acc.detach()}
         return loss + terms["vtc"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), logs

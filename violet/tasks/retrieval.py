@@ -54,7 +54,7 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
             terms.update(masked_language_terms(self, model, batch, video["tokens"], None, generator))
         if objective.temporal_weight > 0:  # the same clip in the other order must score lower
             terms.update(temporal_order_terms(model, batch["frames"], text["embed"], video, objective.temporal_weight,
-                                              objective.temporal_negative))
+                                              objective.temporal_negative, objective.temporal_rows))
         return terms["vtc"] + terms["vtm"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), terms
 
     # ----- evaluation -----
