@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, list[float]] = {name: [] for name in args.rows}
     last_run: dict[str, Path] = {}
     for round_index in range(args.rounds):
