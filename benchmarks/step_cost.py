@@ -35,13 +35,18 @@ def step_seconds(run_dir: Path) -> list[float]:
     return [batch / rate for rate in rates[1:]]
 
 
+def training_log(run_dir: Path) -> Path:
+    return run_dir.parent / f"{run_dir.name}.log"  # beside the run, one per round
+
+
 def recipe_steps(run_dir: Path) -> int:
     """Optimizer steps the row's full recipe takes: its epochs x the steps of one epoch, which the run printed
     when it started ("... steps=40 (15/epoch) ...")."""
     config = json.loads((run_dir / "config.json").read_text())
-    printed = re.search(r"steps=\d+ \((\d+)/epoch\)", run_dir.with_suffix(".log").read_text())
+    log = training_log(run_dir)
+    printed = re.search(r"steps=\d+ \((\d+)/epoch\)", log.read_text())
     if printed is None:
-        raise SystemExit(f"{run_dir.with_suffix('.log')}: no 'steps=N (K/epoch)' line; did the run start?")
+        raise SystemExit(f"{log}: no 'steps=N (K/epoch)' line; did the run start?")
     return int(config["train"]["epochs"]) * int(printed.group(1))
 
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
             run_dir = args.out / f"{name.replace('/', '__')}.{round_index}"
             run(launch(["--task", task, "--data", str(args.data), "--output-dir", str(run_dir), "--max-steps",
                         str(args.steps), "train.log_every=5", "train.eval_every=0", *overrides]),
-                run_dir.with_suffix(".log"))
+                training_log(run_dir))
             seconds[name].extend(step_seconds(run_dir))
             last_run[name] = run_dir
     reference = statistics.median(seconds[args.rows[0]])

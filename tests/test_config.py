@@ -112,12 +112,15 @@ def test_tiny_preset_gives_tasks_their_own_settings_unless_the_architecture_come
     for task in ("retrieval", "qa-oe", "pretrain", "qa-mc"):
         model = build_config(get_task(task)).model
         assert (model.patch_size, model.tubelet) == (4, 4), task
-    qa_mc = build_config(get_task("qa-mc"))  # options scored by the dual encoder, MLM on the answer, 30 epochs
-    assert (qa_mc.objective.vtm_weight, qa_mc.objective.mlm_weight, qa_mc.train.epochs) == (0.0, 1.0, 30)
+    qa_mc = build_config(get_task("qa-mc"))  # options scored by the dual encoder, MLM on the answer, 24 epochs
+    assert (qa_mc.objective.vtm_weight, qa_mc.objective.mlm_weight, qa_mc.train.epochs) == (0.0, 1.0, 24)
+    # ... and the answer text against its clip played backwards, on 4 rows of each batch (the step budget)
+    objective = qa_mc.objective
+    assert (objective.temporal_weight, objective.temporal_negative, objective.temporal_rows) == (1.0, "reverse", 4)
     paper = build_config(get_task("qa-mc"), model="small").objective  # the task's own recipe
-    assert (paper.vtm_weight, paper.mlm_weight) == (1.0, 0.0)
-    for task in ("retrieval", "qa-mc"):  # the temporal contrast was measured and is not a default (over budget)
-        assert build_config(get_task(task)).objective.temporal_weight == 0.0
+    assert (paper.vtm_weight, paper.mlm_weight, paper.temporal_weight) == (1.0, 0.0, 0.0)
+    # retrieval: the reversed clip tied on val for ~30 % more time; off
+    assert build_config(get_task("retrieval")).objective.temporal_weight == 0.0
     # Tiny pretraining also drops the VTM pairs and MVM and runs 32 epochs (the task's own default: 35, all losses) ...
     tiny = build_config(get_task("pretrain"))
     assert (tiny.objective.vtm_weight, tiny.objective.mvm_weight, tiny.train.epochs) == (0.0, 0.0, 32)
