@@ -62,7 +62,8 @@ PRESETS: dict[str, Preset] = {
             # qa-mc also contrasts each correct answer text with its clip played backwards (the direction of motion;
             # objective.temporal_negative=reverse) on 4 rows of each batch of 16, in 24 epochs: val 57.8 +- 1.9 ->
             # 63.9 +- 7.5, no world lower, at the default's step budget (a reversed pass over the whole batch cost
-            # 1.7x a step and did not fit 10 minutes; benchmarks/step_cost.py, docs/benchmarks.md).
+            # 1.7x a step and did not fit 10 minutes; benchmarks/step_cost.py). Held-out test: 56.1 -> 55.0, a tie
+            # (docs/benchmarks.md).
             "qa-mc": {"model": {"patch_size": 4, "tubelet": 4},
                       "objective": {"vtm_weight": 0.0, "mlm_weight": 1.0, "temporal_weight": 1.0,
                                     "temporal_negative": "reverse", "temporal_rows": 4},
