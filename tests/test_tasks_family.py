@@ -245,7 +245,8 @@ def test_qa_mc_adds_mlm_on_the_correct_answer_text_only_when_weighted(mlm_weight
     assert build_config(task_cls, model="small").objective.mlm_weight == 0.0  # the task's own recipe
     assert build_config(task_cls).objective.mlm_weight == 1.0  # the tiny preset's, chosen on val
     config = build_config(task_cls, data_dir=str(demo_data), dotted=[
-        "model.image_size=32", "objective.vtm_weight=0", f"objective.mlm_weight={mlm_weight}"])
+        "model.image_size=32", "objective.vtm_weight=0", f"objective.mlm_weight={mlm_weight}",
+        "objective.temporal_weight=0"])  # the tiny preset's reversed-clip term has its own test below
     task = task_cls(config, load_tokenizer(""))
     assert task.heads == (("vtc", "mlm") if mlm_weight else ("vtc",))
     model = task.build_model()
