@@ -330,5 +330,6 @@ def test_temporal_rows_limit_the_altered_pass_to_the_first_clips(rows):
     terms = temporal_order_terms(model, frames, text, video, 1.0, "reverse", rows)
     used = rows or 5
     assert len(seen) == 1 and torch.equal(seen[0], reverse_time(frames[:used]))
-    expected = temporal_order_loss(text[:used], embed[:used], model("video", seen[0])["embed"], video["logit_scale"], 1.0)
+    altered = model("video", seen[0])["embed"]
+    expected = temporal_order_loss(text[:used], embed[:used], altered, video["logit_scale"], 1.0)
     assert float(terms["temporal"]) == pytest.approx(float(expected["temporal"]))

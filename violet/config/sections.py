@@ -246,7 +246,8 @@ class ObjectiveConfig:
         _one_of("objective.vtm_negatives", self.vtm_negatives, ("global", "local"))
         _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
         _one_of("objective.temporal_negative", self.temporal_negative, ("swap", "reverse", "segments"))
-        for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "temporal_rows", "answer_top_k"):
+        for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "temporal_rows",
+                    "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):
             if not 0.0 <= getattr(self, key) < 1.0:
