@@ -144,12 +144,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "objective.temporal_weight=1", "model.video_pool_segments=2"]),
     # The same on the first 8 clips of each batch of 32 (objective.temporal_rows): the second pass at about a
     # quarter of its cost, as the qa-mc default does with the reversed clip.
+    "retrieval/temporal_weight=1,video_pool_segments=2,rows=8": ("retrieval", [
+        "objective.temporal_weight=1", "model.video_pool_segments=2", "objective.temporal_rows=8"]),
     # The reversed clip on the first 8 clips of each batch of 32 (over the whole batch: a tie on val for ~30 % more
     # time).
     "retrieval/temporal_weight=1,negative=reverse,rows=8": ("retrieval", [
         "objective.temporal_weight=1", "objective.temporal_negative=reverse", "objective.temporal_rows=8"]),
-    "retrieval/temporal_weight=1,video_pool_segments=2,rows=8": ("retrieval", [
-        "objective.temporal_weight=1", "model.video_pool_segments=2", "objective.temporal_rows=8"]),
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
     "retrieval/batch=16": ("retrieval", ["train.batch_size=16"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.

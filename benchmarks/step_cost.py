@@ -26,10 +26,8 @@ from ablate import ROWS  # noqa: E402
 from heldout import ROOT, launch, run  # noqa: E402
 
 
-def step_seconds(run_dir: Path) -> list[float]:
+def step_seconds(run_dir: Path, batch: int) -> list[float]:
     """Seconds a step over each logged interval but the first (warm-up), from the run's own throughput log."""
-    config = json.loads((run_dir / "config.json").read_text())
-    batch = config["train"]["batch_size"]
     rates = [entry["perf/clips_per_s"] for entry in map(json.loads, (run_dir / "train_log.jsonl").open())
              if "perf/clips_per_s" in entry]
     return [batch / rate for rate in rates[1:]]
@@ -39,10 +37,9 @@ def training_log(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}.log"  # beside the run, one per round
 
 
-def recipe_steps(run_dir: Path) -> int:
+def recipe_steps(run_dir: Path, config: dict) -> int:
     """Optimizer steps the row's full recipe takes: its epochs x the steps of one epoch, which the run printed
     when it started ("... steps=40 (15/epoch) ...")."""
-    config = json.loads((run_dir / "config.json").read_text())
     log = training_log(run_dir)
     printed = re.search(r"steps=\d+ \((\d+)/epoch\)", log.read_text())
     if printed is None:
@@ -62,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, list[float]] = {name: [] for name in args.rows}
     last_run: dict[str, Path] = {}
+    configs: dict[str, dict] = {}
     for round_index in range(args.rounds):
         for name in args.rows:
             task, overrides = ROWS[name]
@@ -69,13 +67,14 @@ def main(argv: list[str] | None = None) -> dict:
             run(launch(["--task", task, "--data", str(args.data), "--output-dir", str(run_dir), "--max-steps",
                         str(args.steps), "train.log_every=5", "train.eval_every=0", *overrides]),
                 training_log(run_dir))
-            seconds[name].extend(step_seconds(run_dir))
+            configs[name] = json.loads((run_dir / "config.json").read_text())  # the row's resolved config
+            seconds[name].extend(step_seconds(run_dir, configs[name]["train"]["batch_size"]))
             last_run[name] = run_dir
     reference = statistics.median(seconds[args.rows[0]])
     table = {}
     for name in args.rows:
         per_step = statistics.median(seconds[name])
-        steps = recipe_steps(last_run[name])
+        steps = recipe_steps(last_run[name], configs[name])
         table[name] = {"s_per_step": round(per_step, 3), "ratio": round(per_step / reference, 3),
                        "recipe_steps": steps, "recipe_seconds_at_this_pace": round(steps * per_step, 1)}
     result = {"data": str(args.data), "steps": args.steps, "rounds": args.rounds, "rows": table}
