@@ -85,6 +85,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "qa-mc/video_pool_segments=2": ("qa-mc", ["model.video_pool_segments=2"]),
     "qa-mc/video_pool_segments=4": ("qa-mc", ["model.video_pool_segments=4"]),
     "retrieval/video_pool_segments=2": ("retrieval", ["model.video_pool_segments=2"]),
+    # The clip's embedding from a learned query attending over its tokens instead of their mean.
+    "retrieval/video_pool=attention": ("retrieval", ["model.video_pool=attention"]),
+    "qa-mc/video_pool=attention": ("qa-mc", ["model.video_pool=attention"]),
     "qa-mc/vtm_weight=0": ("qa-mc", ["objective.vtm_weight=0"]),
     "qa-mc/vtm_weight=0,patch=4,tubelet=4": ("qa-mc", ["objective.vtm_weight=0", "model.patch_size=4",
                                                         "model.tubelet=4"]),

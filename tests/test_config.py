@@ -52,11 +52,16 @@ def test_validation_runs_after_override():
     ("train.lr=0", "train.lr"), ("train.lr=-1e-3", "train.lr"), ("train.max_steps=-1", "train.max_steps"),
     ("train.epochs=0", "train.epochs"), ("train.warmup_ratio=1.5", "train.warmup_ratio"),
     ("data.num_frames=0", "data.num_frames"), ("train.lr_schedule=cosinus", "train.lr_schedule"),
-    ("model.text_pool=max", "model.text_pool"),
+    ("model.text_pool=max", "model.text_pool"), ("model.video_pool=max", "model.video_pool"),
 ])
 def test_impossible_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         apply_overrides(RunConfig(), parse_dotted([override]))
+
+
+def test_attention_pooling_refuses_segments_it_would_ignore():
+    with pytest.raises(ValueError, match="video_pool=attention.*video_pool_segments=1"):
+        apply_overrides(RunConfig(), parse_dotted(["model.video_pool=attention", "model.video_pool_segments=2"]))
 
 
 def test_precedence_task_defaults_preset_yaml_flags_dotted(tmp_path):

@@ -190,3 +190,46 @@ def test_a_segment_pooled_model_returns_its_order_swapped_embedding_and_a_mean_p
         assert torch.allclose(out["order_swapped_embed"], expected, atol=1e-6)
         assert not torch.allclose(out["order_swapped_embed"], out["embed"], atol=1e-3)
         assert "order_swapped_embed" not in VideoLanguageModel(tiny(), 3000, ["vtc"])("video", frames=frames)
+
+
+def test_attention_pooling_can_single_out_the_one_token_that_differs():
+    """The learned query reads keys from every token and returns their values weighted by its match: with the
+    query and keys set to look at one feature, the pool returns the one token that has it, where the mean
+    returns the background. (Query and keys swapped, or a mean after the attention, would not.)"""
+    from violet.models.video_language import AttentionPool
+
+    width = 4
+    pool = AttentionPool(width, heads=1, mlp_ratio=2.0)
+    with torch.no_grad():
+        eye = torch.eye(width)
+        pool.attn.in_proj_weight.copy_(torch.cat([eye, 10 * eye, eye]))  # query, key, value projections
+        pool.attn.in_proj_bias.zero_()
+        pool.attn.out_proj.weight.copy_(eye)
+        pool.attn.out_proj.bias.zero_()
+        pool.mlp[-1].weight.zero_()
+        pool.mlp[-1].bias.zero_()
+        pool.probe.copy_(10 * eye[0].view(1, 1, width))
+        background, thing = eye[1], eye[0] + eye[1]
+        tokens = background.repeat(1, 50, 1)
+        tokens[0, 17] = thing
+        pooled = pool(tokens)
+    assert pooled.shape == (1, width)
+    assert torch.allclose(pooled[0], thing, atol=1e-3)
+    assert not torch.allclose(tokens.mean(dim=1)[0], thing, atol=0.5)
+
+
+def test_an_attention_pooled_model_embeds_the_clip_through_its_pool_and_trains_the_query():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = VideoLanguageModel(tiny(video_pool="attention", patch_size=8, tubelet=2), 3000, ["vtc"])
+    head = model.heads["vtc"]
+    frames = inputs(model.config, frames=8)[0]
+    out = model("video", frames=frames)
+    expected = F.normalize(head.video_proj(head.video_pool(out["tokens"])), dim=-1)
+    assert torch.allclose(out["embed"], expected, atol=1e-6)
+    assert not torch.allclose(out["embed"], F.normalize(head.video_proj(out["tokens"].mean(dim=1)), dim=-1), atol=1e-3)
+    out["embed"][:, 0].sum().backward()
+    assert head.video_pool.probe.grad.abs().sum() > 0
+    assert "heads.vtc.video_pool.probe" in model.no_weight_decay()
+    assert VideoLanguageModel(tiny(), 3000, ["vtc"]).heads["vtc"].video_pool is None  # the mean stays the default

@@ -41,6 +41,9 @@ class ModelConfig:
     # later (a mean over all tokens leaves the order of events to what each token happens to encode). 2 gave no
     # gain on the tuning worlds' val splits (docs/benchmarks.md, "Ablations"), so every preset keeps 1.
     video_pool_segments: int = 1
+    # "mean" over the clip's tokens (or its segments, above), or "attention": a learned query attends over all
+    # tokens (SigLIP's pooling head), so the few tokens where a small thing moves can outweigh the background.
+    video_pool: str = "mean"
     dropout: float = 0.0  # attention and MLP dropout in every transformer block
     # Linear layers: > 0 = truncated normal with this std (BERT / ViT use 0.02 at width 768); 0 = PyTorch's
     # fan-in default. At width 128 the 0.02 init left the tiny model learning ~5x less per step (see
@@ -77,6 +80,9 @@ class ModelConfig:
             raise ConfigError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
         _one_of("model.video_encoder", self.video_encoder, ("vit", "swin"))
         _one_of("model.text_pool", self.text_pool, ("mean", "cls"))
+        _one_of("model.video_pool", self.video_pool, ("mean", "attention"))
+        if self.video_pool == "attention" and self.video_pool_segments > 1:
+            raise ConfigError("model.video_pool=attention pools the whole clip: it needs model.video_pool_segments=1")
         _one_of("model.video_pos", self.video_pos, ("learned", "sincos"))
         if self.video_encoder == "swin":
             self._check_swin()

@@ -66,13 +66,38 @@ class MLMHead(nn.Module):
         return self.decoder(self.transform(hidden))
 
 
-class VTCHead(nn.Module):
-    """Projections to the shared embedding space and the learned temperature."""
+class AttentionPool(nn.Module):
+    """A learned query attending over all of a clip's tokens, then a residual MLP (SigLIP's MAP head): the pooled
+    vector can weight the few tokens where something happens, where a mean gives every background patch the same
+    vote (`model.video_pool=attention`)."""
 
-    def __init__(self, width: int, embed_dim: int, video_segments: int = 1) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        self.text_proj = nn.Linear(width, embed_dim)
-        self.video_proj = nn.Linear(width * video_segments, embed_dim)  # the segments' means, concatenated
+        self.probe = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.trunc_normal_(self.probe, std=0.02)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, D)."""
+        probe = self.probe.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        pooled = self.attn(probe, tokens, tokens, need_weights=False)[0]
+        return (pooled + self.mlp(self.norm(pooled)))[:, 0]
+
+
+class VTCHead(nn.Module):
+    """Projections to the shared embedding space and the learned temperature; with `config.video_pool` =
+    attention also the clip's attention pool."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        width, segments = config.width, config.video_pool_segments
+        self.text_proj = nn.Linear(width, config.embed_dim)
+        self.video_proj = nn.Linear(width * segments, config.embed_dim)  # the segments' means, concatenated
+        self.video_pool = (AttentionPool(width, config.heads, config.mlp_ratio)
+                           if config.video_pool == "attention" else None)
         # Shape [1], not a scalar: DeepSpeed cannot partition 0-dim parameters across ranks.
         self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
 
@@ -141,7 +166,7 @@ class VideoLanguageModel(nn.Module):
     def _build_head(self, name: str, num_answers: int, mvm_dim: int) -> nn.Module:
         width = self.config.width
         if name == "vtc":
-            return VTCHead(width, self.config.embed_dim, self.config.video_pool_segments)
+            return VTCHead(self.config)
         if name == "vtm":
             return classifier(width, 2)
         if name == "mlm":
@@ -175,7 +200,8 @@ class VideoLanguageModel(nn.Module):
         names = set()
         for name, _ in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
-            if (leaf in ("spatial_pos", "temporal_pos", "mask_token", "logit_scale", "relative_position_bias_table")
+            if (leaf in ("spatial_pos", "temporal_pos", "mask_token", "logit_scale", "relative_position_bias_table",
+                         "probe")
                     or "embeddings" in name or name.startswith("modality")):
                 names.add(name)
         return names
@@ -200,7 +226,7 @@ class VideoLanguageModel(nn.Module):
         if "vtc" in self.heads and (mvm_mask is None or self.mae_style):
             vtc = self.heads["vtc"]
             segments = self.config.video_pool_segments
-            pooled = segment_means(encoded, segments)
+            pooled = segment_means(encoded, segments) if vtc.video_pool is None else vtc.video_pool(encoded)
             out["embed"] = F.normalize(vtc.video_proj(pooled), dim=-1)
             out["logit_scale"] = vtc.scale()
             if segments > 1:  # the same segment means in the other order: an order negative without a second pass
