@@ -56,6 +56,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # qa-mc ends at ~91 % on its own training questions and ~64 % on val (world 1): it overfits 240 questions.
     "qa-mc/dropout=0.1": ("qa-mc", ["model.dropout=0.1"]),
     "qa-mc/crop_scale_min=0.4": ("qa-mc", ["data.crop_scale_min=0.4"]),  # crops down to 40 % of the frame (0.6)
+    # More of the answer text's words predicted from the clip: more grounding signal for the same fused pass.
+    "qa-mc/mlm_prob=0.4": ("qa-mc", ["objective.mlm_prob=0.4"]),
     "qa-mc/fusion_depth=4": ("qa-mc", ["model.fusion_depth=4"]),
     "qa-mc/batch=32,lr=5e-4": ("qa-mc", ["train.batch_size=32", "train.lr=5e-4"]),
     # 4-pixel patches in 4-frame tubelets cost ~2.5x the step: fewer epochs keep the 10-minute budget.
