@@ -32,6 +32,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "retrieval/warmup=0": ("retrieval", ["train.warmup_ratio=0"]),
     "retrieval/schedule=cosine": ("retrieval", ["train.lr_schedule=cosine"]),
     "retrieval/epochs=20": ("retrieval", ["train.epochs=20"]),
+    "retrieval/epochs=40": ("retrieval", ["train.epochs=40"]),
     "retrieval/epochs=80": ("retrieval", ["train.epochs=80"]),
     "retrieval/epochs=160": ("retrieval", ["train.epochs=160"]),
     "retrieval/width=256": ("retrieval", ["model.width=256", "model.embed_dim=256"]),
