@@ -95,7 +95,8 @@ class VTCHead(nn.Module):
         super().__init__()
         width, segments = config.width, config.video_pool_segments
         self.text_proj = nn.Linear(width, config.embed_dim)
-        self.video_proj = nn.Linear(width * segments, config.embed_dim)  # the segments' means, concatenated
+        # From the clip's mean, its segments' means concatenated, or its attention pool's output.
+        self.video_proj = nn.Linear(width * segments, config.embed_dim)
         self.video_pool = (AttentionPool(width, config.heads, config.mlp_ratio)
                            if config.video_pool == "attention" else None)
         # Shape [1], not a scalar: DeepSpeed cannot partition 0-dim parameters across ranks.
