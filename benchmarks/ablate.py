@@ -162,6 +162,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Twice the updates of half the size in the same epochs (240 videos: 15 steps an epoch instead of 8).
     "retrieval/batch=16": ("retrieval", ["train.batch_size=16"]),
     # Retrieval fine-tuned from that pretraining run of the same world (INIT_FROM): the recipe for --init runs.
+    # Each clip also contrasted with one more text about it from the world's other kinds (captions, questions with
+    # their answers; train splits only), violet/tasks/companions.py.
+    "qa-mc/companion_weight=1": ("qa-mc", ["objective.companion_weight=1"]),
+    "retrieval/companion_weight=1": ("retrieval", ["objective.companion_weight=1"]),
     "retrieval-from-pretrain/default": ("retrieval", []),
     "retrieval-from-pretrain/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),
     "retrieval-from-pretrain/lr=1e-4": ("retrieval", ["train.lr=1e-4"]),

@@ -229,6 +229,10 @@ class ObjectiveConfig:
     # How many rows of each batch (per rank) the temporal term uses; 0 = all. The second video pass costs about as
     # much as the first, so fewer rows buy back most of the step time (the first rows: batches are shuffled).
     temporal_rows: int = 0
+    # Retrieval and qa-mc: > 0 pairs each training clip with one more text about it from the data set's other
+    # annotation kinds (a caption, a question with its answer; train splits only) in a second contrastive term:
+    # more supervision per clip for a text pass (violet/tasks/companions.py); 0 = off
+    companion_weight: float = 0.0
     # Fraction of video tokens hidden for MVM: replaced by a mask token (VIOLET), or with model.decoder_depth > 0
     # (SimVTP) the fraction of tubes the encoder never sees (0.9).
     mvm_ratio: float = 0.3
@@ -254,7 +258,7 @@ class ObjectiveConfig:
         _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
         _one_of("objective.temporal_negative", self.temporal_negative, ("swap", "reverse", "segments"))
         for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "temporal_rows",
-                    "answer_top_k"):
+                    "companion_weight", "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):
             if not 0.0 <= getattr(self, key) < 1.0:

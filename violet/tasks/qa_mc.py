@@ -20,6 +20,7 @@ from violet.data.text import tokenize
 from violet.metrics import accuracy
 from violet.objectives import check_temporal_negative, match_score, temporal_order_terms, video_keys, vtc_loss
 from violet.tasks.base import Task
+from violet.tasks.companions import companion_terms, load_companions
 from violet.tasks.ranking import caption_heads, masked_language_terms
 from violet.tasks.registry import register
 
@@ -39,6 +40,7 @@ class MultipleChoiceQATask(Task):
         # objective.mlm_weight=0 (the default): no masked pass over the answer text.
         self.heads = caption_heads(self.heads, config.objective)
         check_temporal_negative(config.objective, config.model)
+        self.companions = load_companions(self, self.annotation_kind)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         texts, counts = [], []
@@ -80,9 +82,14 @@ class MultipleChoiceQATask(Task):
             terms.update(temporal_order_terms(model, batch["frames"], text["embed"][correct], video,
                                               objective.temporal_weight, objective.temporal_negative,
                                               objective.temporal_rows))
+        if self.companions is not None:  # the clip's captions or other questions, against the batch's clips
+            own = [f"{question} {options[index]}" for question, options, index
+                   in zip(batch["question"], batch["options"], answer.tolist())]
+            terms.update(companion_terms(self, model, batch, own, video, keys, generator))
         acc = (scores.argmax(dim=1) == answer).float().mean()
         logs = {"qa_mc": loss, **terms, "qa_mc_acc": acc.detach()}
-        return loss + terms["vtc"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), logs
+        extra = sum(terms.get(name, 0.0) for name in ("mlm", "temporal", "companion"))
+        return loss + terms["vtc"] + extra, logs
 
     def evaluate(self, model: Any, accelerator: Accelerator, split: str, predictions: bool = False,
                  top_k: int = 10) -> dict[str, Any]:

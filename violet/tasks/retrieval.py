@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from violet.objectives import check_temporal_negative, contrastive_and_matching, temporal_order_terms
+from violet.objectives import check_temporal_negative, contrastive_and_matching, temporal_order_terms, video_keys
 from violet.tasks.base import Task
+from violet.tasks.companions import companion_terms, load_companions
 from violet.tasks.ranking import (
     EvaluatedByRetrieval,
     RetrievalEvaluator,
@@ -39,6 +40,7 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
         self.heads = caption_heads(self.heads, config.objective)
         check_temporal_negative(config.objective, config.model)
         self.retrieval = RetrievalEvaluator(self)
+        self.companions = load_companions(self, self.annotation_kind)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         return caption_fields(self.tokenizer, batch["caption"], self.config.model.max_text_len)
@@ -55,6 +57,10 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
         if objective.temporal_weight > 0:  # the same clip in the other order must score lower
             terms.update(temporal_order_terms(model, batch["frames"], text["embed"], video, objective.temporal_weight,
                                               objective.temporal_negative, objective.temporal_rows))
-        return terms["vtc"] + terms["vtm"] + terms.get("mlm", 0.0) + terms.get("temporal", 0.0), terms
+        if self.companions is not None:  # the clip's questions with their answers, against the batch's clips
+            keys = video_keys(batch["video"], video["embed"].device)
+            terms.update(companion_terms(self, model, batch, batch["caption"], video, keys, generator))
+        extra = sum(terms.get(name, 0.0) for name in ("mlm", "temporal", "companion"))
+        return terms["vtc"] + terms["vtm"] + extra, terms
 
     # ----- evaluation -----
