@@ -166,6 +166,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # their answers; train splits only), violet/tasks/companions.py.
     "qa-mc/companion_weight=1": ("qa-mc", ["objective.companion_weight=1"]),
     "retrieval/companion_weight=1": ("retrieval", ["objective.companion_weight=1"]),
+    # The contrastive temperature: where it starts (CLIP's 0.07) and whether it is learned.
+    "retrieval/temperature=0.03": ("retrieval", ["model.temperature=0.03"]),
+    "retrieval/temperature=0.07,fixed": ("retrieval", ["model.learn_temperature=false"]),
+    "qa-mc/temperature=0.03": ("qa-mc", ["model.temperature=0.03"]),
     "retrieval-from-pretrain/default": ("retrieval", []),
     "retrieval-from-pretrain/lr=2.5e-4": ("retrieval", ["train.lr=2.5e-4"]),
     "retrieval-from-pretrain/lr=1e-4": ("retrieval", ["train.lr=1e-4"]),

@@ -53,6 +53,7 @@ def test_validation_runs_after_override():
     ("train.epochs=0", "train.epochs"), ("train.warmup_ratio=1.5", "train.warmup_ratio"),
     ("data.num_frames=0", "data.num_frames"), ("train.lr_schedule=cosinus", "train.lr_schedule"),
     ("model.text_pool=max", "model.text_pool"), ("model.video_pool=max", "model.video_pool"),
+    ("model.temperature=0.001", "model.temperature"), ("model.temperature=2", "model.temperature"),
 ])
 def test_impossible_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

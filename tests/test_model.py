@@ -233,3 +233,16 @@ def test_an_attention_pooled_model_embeds_the_clip_through_its_pool_and_trains_t
     assert head.video_pool.probe.grad.abs().sum() > 0
     assert "heads.vtc.video_pool.probe" in model.no_weight_decay()
     assert VideoLanguageModel(tiny(), 3000, ["vtc"]).heads["vtc"].video_pool is None  # the mean stays the default
+
+
+def test_the_temperature_starts_where_configured_and_a_fixed_one_gets_no_gradient():
+    learned = VideoLanguageModel(tiny(temperature=0.05), 3000, ["vtc"])
+    fixed = VideoLanguageModel(tiny(temperature=0.05, learn_temperature=False), 3000, ["vtc"])
+    frames = inputs(learned.config)[0]
+    for model in (learned, fixed):
+        out = model("video", frames=frames)
+        assert float(out["logit_scale"]) == pytest.approx(20.0, rel=1e-5)
+        (out["logit_scale"] * out["embed"].sum()).backward()
+    assert learned.heads["vtc"].logit_scale.grad is not None
+    assert not fixed.heads["vtc"].logit_scale.requires_grad and fixed.heads["vtc"].logit_scale.grad is None
+    assert "heads.vtc.logit_scale" in dict(fixed.named_parameters())  # the same keys load into either kind

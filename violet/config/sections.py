@@ -46,6 +46,11 @@ class ModelConfig:
     # lowered val accuracy on the tuning worlds (docs/benchmarks.md, "Ablations"), so every preset keeps the mean.
     video_pool: str = "mean"
     dropout: float = 0.0  # attention and MLP dropout in every transformer block
+    # The contrastive temperature the model starts from (CLIP's 0.07), and whether training learns it (as CLIP and
+    # VIOLET do) or keeps it fixed. At initialisation every clip's embedding is nearly the same direction (cosines
+    # ~0.95 among a batch), so the temperature sets how strongly the first steps can tell clips apart.
+    temperature: float = 0.07
+    learn_temperature: bool = True
     # Linear layers: > 0 = truncated normal with this std (BERT / ViT use 0.02 at width 768); 0 = PyTorch's
     # fan-in default. At width 128 the 0.02 init left the tiny model learning ~5x less per step (see
     # docs/benchmarks.md, "Learning"), so small presets keep PyTorch's default and the paper sizes keep 0.02.
@@ -77,6 +82,8 @@ class ModelConfig:
             _at_least(f"model.{key}", getattr(self, key), 1)
         for key in ("video_depth", "text_depth", "fusion_depth", "decoder_depth", "dropout", "init_std", "drop_path"):
             _at_least(f"model.{key}", getattr(self, key), 0)
+        if not 0.01 <= self.temperature <= 1.0:  # the learned scale is clamped at 100 = 1 / 0.01 (models/)
+            raise ConfigError(f"model.temperature must be in [0.01, 1], got {self.temperature}")
         if self.width % self.heads:
             raise ConfigError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
         _one_of("model.video_encoder", self.video_encoder, ("vit", "swin"))

@@ -81,6 +81,7 @@ class Trainer:
     # ----- building -----
     def build_data(self) -> None:
         train = self.config.train
+        self.task.prepare_training()
         self.train_loader = self.task.train_loader()
         self.train_dataset = self.train_loader.dataset
         # A streaming dataset (data.streaming) splits rows across ranks itself and saves its own position.

@@ -99,8 +99,10 @@ class VTCHead(nn.Module):
         self.video_proj = nn.Linear(width * segments, config.embed_dim)
         self.video_pool = (AttentionPool(width, config.heads, config.mlp_ratio)
                            if config.video_pool == "attention" else None)
-        # Shape [1], not a scalar: DeepSpeed cannot partition 0-dim parameters across ranks.
-        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
+        # Shape [1], not a scalar: DeepSpeed cannot partition 0-dim parameters across ranks. A fixed temperature
+        # stays a (frozen) parameter so that checkpoints of either kind load into the other.
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / config.temperature)),
+                                        requires_grad=config.learn_temperature)
 
     def scale(self) -> torch.Tensor:
         # Clamped here (inside forward) because an in-place clamp outside the engine is lost under ZeRO.

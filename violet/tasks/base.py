@@ -105,6 +105,9 @@ class Task:
         )
         return StreamingLoader(dataset, num_workers=data.num_workers, pin_memory=torch.cuda.is_available())
 
+    def prepare_training(self) -> None:
+        """Load what only training needs, before the first batch (evaluation and violet.load never call it)."""
+
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Tokenize/label a collated batch (runs in DataLoader workers)."""
         raise NotImplementedError

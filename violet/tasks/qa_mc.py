@@ -40,6 +40,9 @@ class MultipleChoiceQATask(Task):
         # objective.mlm_weight=0 (the default): no masked pass over the answer text.
         self.heads = caption_heads(self.heads, config.objective)
         check_temporal_negative(config.objective, config.model)
+        self.companions = None  # objective.companion_weight > 0: loaded for training only
+
+    def prepare_training(self) -> None:
         self.companions = load_companions(self, self.annotation_kind)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +88,7 @@ class MultipleChoiceQATask(Task):
         if self.companions is not None:  # the clip's captions or other questions, against the batch's clips
             own = [f"{question} {options[index]}" for question, options, index
                    in zip(batch["question"], batch["options"], answer.tolist())]
-            terms.update(companion_terms(self, model, batch, own, video, keys, generator))
+            terms.update(companion_terms(self, model, batch, own, video, generator))
         acc = (scores.argmax(dim=1) == answer).float().mean()
         logs = {"qa_mc": loss, **terms, "qa_mc_acc": acc.detach()}
         extra = sum(terms.get(name, 0.0) for name in ("mlm", "temporal", "companion"))

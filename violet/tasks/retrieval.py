@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from violet.objectives import check_temporal_negative, contrastive_and_matching, temporal_order_terms, video_keys
+from violet.objectives import check_temporal_negative, contrastive_and_matching, temporal_order_terms
 from violet.tasks.base import Task
 from violet.tasks.companions import companion_terms, load_companions
 from violet.tasks.ranking import (
@@ -40,6 +40,9 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
         self.heads = caption_heads(self.heads, config.objective)
         check_temporal_negative(config.objective, config.model)
         self.retrieval = RetrievalEvaluator(self)
+        self.companions = None  # objective.companion_weight > 0: loaded for training only
+
+    def prepare_training(self) -> None:
         self.companions = load_companions(self, self.annotation_kind)
 
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +61,7 @@ class RetrievalTask(EvaluatedByRetrieval, Task):
             terms.update(temporal_order_terms(model, batch["frames"], text["embed"], video, objective.temporal_weight,
                                               objective.temporal_negative, objective.temporal_rows))
         if self.companions is not None:  # the clip's questions with their answers, against the batch's clips
-            keys = video_keys(batch["video"], video["embed"].device)
-            terms.update(companion_terms(self, model, batch, batch["caption"], video, keys, generator))
+            terms.update(companion_terms(self, model, batch, batch["caption"], video, generator))
         extra = sum(terms.get(name, 0.0) for name in ("mlm", "temporal", "companion"))
         return terms["vtc"] + terms["vtm"] + extra, terms
 
