@@ -11,7 +11,7 @@ from conftest import SMOKE_MODEL
 
 import train
 from violet.data.prepared import load_prepared
-from violet.tasks.companions import CompanionTexts, texts_of_several_videos
+from violet.tasks.companions import CompanionTexts
 
 
 def test_takes_the_other_kinds_train_texts_of_the_given_videos_only(demo_data):
@@ -78,16 +78,3 @@ def test_no_other_kind_turns_the_term_off_with_a_warning(demo_copy, tmp_path, ca
     assert "the companion term is off" in err and str(demo_copy) in err
     log = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
     assert "train/companion" not in log
-
-
-def test_a_text_that_describes_several_videos_keys_them_together(demo_data):
-    table = {"a.mp4": ["shared", "only a"], "b.mp4": ["shared"], "c.mp4": ["only c"]}
-    assert texts_of_several_videos(table) == {"shared"}
-    companions = CompanionTexts(demo_data, "qa_mc", [])
-    companions.shared = texts_of_several_videos(table)
-    keys = companions.keys(["a.mp4", "b.mp4", "a.mp4", "c.mp4"], ["shared", "shared", "only a", "only c"], "cpu")
-    assert keys[0] == keys[1] != keys[2] and len({int(key) for key in keys}) == 3
-    # In a real data set: open-ended answers repeat across videos, and each repeated text is found.
-    videos = list(load_prepared(demo_data, "qa_mc")["train"]["video"])
-    real = CompanionTexts(demo_data, "qa_mc", videos)
-    assert real.shared == texts_of_several_videos(real.table)

@@ -38,17 +38,6 @@ def companion_texts_of(kind: str, rows: Any) -> list[str]:
     return [f"{question} {answer}" for question, answer in zip(rows["question"], rows["answer"])]
 
 
-def texts_of_several_videos(table: dict[str, list[str]]) -> set[str]:
-    """Texts that describe more than one video ("who moves? the red one", "what is he doing? cooking"). Drawn for
-    two clips of a batch, such a text is right for both, so they share one contrastive key (CompanionTexts.keys)
-    instead of each clip being pushed away from a text that describes it."""
-    owners: dict[str, set[str]] = {}
-    for video, texts in table.items():
-        for text in texts:
-            owners.setdefault(text, set()).add(video)
-    return {text for text, videos in owners.items() if len(videos) > 1}
-
-
 class CompanionTexts:
     """video id -> the other kinds' train texts about it, for the videos of a task's training rows."""
 
@@ -73,18 +62,10 @@ class CompanionTexts:
                     taken += 1
             self.found[kind] = taken
         self.coverage = len(self.table) / max(1, len(wanted))
-        self.shared = texts_of_several_videos(self.table)
 
     def describe(self) -> str:
         sources = ", ".join(f"{count} from {kind}_train" for kind, count in self.found.items()) or "none"
-        return (f"companion texts for {len(self.table)} training videos ({self.coverage:.0%} of them): {sources}; "
-                f"{len(self.shared)} distinct texts describe more than one video")
-
-    def keys(self, videos: list[str], texts: list[str], device: torch.device) -> torch.Tensor:
-        """Contrastive keys of drawn (video, text) rows: a text shared by several videos keys by itself, so every
-        clip of the global batch that drew it is its positive; any other row keys by its video (video_keys)."""
-        names = [f"text:{text}" if text in self.shared else video for video, text in zip(videos, texts)]
-        return video_keys(names, device)
+        return f"companion texts for {len(self.table)} training videos ({self.coverage:.0%} of them): {sources}"
 
     def draw(self, videos: list[str], own_texts: list[str], generator: torch.Generator) -> list[str]:
         """One companion text per row, drawn with `generator`; a row whose video has none keeps its own text
@@ -114,12 +95,15 @@ def load_companions(task: Any, own_kind: str) -> CompanionTexts | None:
 def companion_terms(task: Any, model: Any, batch: dict[str, Any], own_texts: list[str], video: dict[str, Any],
                     generator: torch.Generator) -> dict[str, torch.Tensor]:
     """{"companion": the weighted contrastive term of each clip against one drawn companion text}. Tokenised
-    here, not in the loader workers: the draw uses the Trainer's per-rank generator, which resumes exactly."""
-    companions = task.companions
-    texts = companions.draw(batch["video"], own_texts, generator)
+    here, not in the loader workers: the draw uses the Trainer's per-rank generator, which resumes exactly.
+
+    A text that describes several videos ("who moves? the red one") may be drawn for two clips of a batch. It
+    needs no key of its own: the two rows have the same text embedding, so their terms sum to exactly the loss
+    with both clips as positives of either row (checked numerically when this was written)."""
+    texts = task.companions.draw(batch["video"], own_texts, generator)
     tokens = tokenize(task.tokenizer, texts, task.config.model.max_text_len)
     device = video["embed"].device
     text = model("text", ids=tokens["input_ids"].to(device), mask=tokens["attention_mask"].to(device))
     terms = vtc_loss(text["embed"], video["embed"], video["logit_scale"], task.config.objective.companion_weight,
-                     companions.keys(batch["video"], texts, device))
+                     video_keys(batch["video"], device))
     return {"companion": terms["vtc"]}
