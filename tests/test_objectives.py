@@ -333,3 +333,44 @@ def test_temporal_rows_limit_the_altered_pass_to_the_first_clips(rows):
     altered = model("video", seen[0])["embed"]
     expected = temporal_order_loss(text[:used], embed[:used], altered, video["logit_scale"], 1.0)
     assert float(terms["temporal"]) == pytest.approx(float(expected["temporal"]))
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_mlm_rows_fuse_and_predict_the_first_rows_only(rows):
+    """objective.mlm_rows > 0: the masked-language pass fuses only the first `rows` captions with their clips, and
+    its loss is the one those rows alone give (the same masks drawn); 0 keeps every row."""
+    from types import SimpleNamespace
+
+    from violet.tasks.ranking import masked_language_terms
+
+    vocab, width = 50, 4
+    head = torch.nn.Linear(width, vocab)
+    fused_inputs = []
+
+    def model(kind, **inputs):  # stand-ins for the text and fusion passes
+        if kind == "text":
+            return {"tokens": torch.nn.functional.one_hot(inputs["ids"] % width, width).float()}
+        fused_inputs.append(inputs)
+        mixed = inputs["text_tokens"] + inputs["video_tokens"].mean(dim=1, keepdim=True)
+        return {"mlm_logits": head(mixed[inputs["mlm_positions"]])}
+
+    class Tokenizer:
+        mask_token_id = 3
+
+        def __len__(self) -> int:
+            return vocab
+
+    def task_with(mlm_rows):
+        objective = ObjectiveConfig(mlm_prob=0.5, mlm_rows=mlm_rows)
+        return SimpleNamespace(config=SimpleNamespace(objective=objective), heads=("mlm",),
+                               special_ids=torch.tensor([0, 1, 2]), tokenizer=Tokenizer())
+
+    ids = torch.randint(5, vocab, (5, 9))
+    batch = {"text_ids": ids, "text_mask": torch.ones_like(ids)}
+    video = torch.randn(5, 6, width)
+    terms = masked_language_terms(task_with(rows), model, batch, video, None, torch.Generator().manual_seed(0))
+    used = rows or 5
+    assert len(fused_inputs[0]["text_tokens"]) == used and torch.equal(fused_inputs[0]["video_tokens"], video[:used])
+    alone = {"text_ids": ids[:used], "text_mask": torch.ones_like(ids[:used])}
+    expected = masked_language_terms(task_with(0), model, alone, video[:used], None, torch.Generator().manual_seed(0))
+    assert float(terms["mlm"]) == pytest.approx(float(expected["mlm"]))

@@ -227,6 +227,10 @@ class ObjectiveConfig:
     vtm_weight: float = 1.0  # weight of video-text matching (retrieval: 0 = no VTM head, no re-ranking)
     vtc_weight: float = 1.0  # weight of video-text contrastive learning
     mlm_prob: float = 0.15  # fraction of text tokens masked for MLM
+    # How many rows of each batch (per rank) the masked-language pass fuses and predicts (with MVM in pretraining,
+    # the joint masked pass); 0 = all. That fused pass costs about as much as the video pass, so fewer rows buy more
+    # steps in the same time (the first rows: batches are shuffled).
+    mlm_rows: int = 0
     # Retrieval and qa-mc: > 0 adds each clip altered in time as a negative for its own caption, so the embeddings
     # must keep the order of events (and, reversed, the direction of motion); 0 = off
     temporal_weight: float = 0.0
@@ -265,7 +269,7 @@ class ObjectiveConfig:
         _one_of("objective.answer_scoring", self.answer_scoring, ("auto", "classifier", "text"))
         _one_of("objective.temporal_negative", self.temporal_negative, ("swap", "reverse", "segments"))
         for key in ("mlm_weight", "mvm_weight", "vtm_weight", "vtc_weight", "temporal_weight", "temporal_rows",
-                    "companion_weight", "answer_top_k"):
+                    "companion_weight", "mlm_rows", "answer_top_k"):
             _at_least(f"objective.{key}", getattr(self, key), 0)
         for key in ("mlm_prob", "mvm_ratio"):
             if not 0.0 <= getattr(self, key) < 1.0:

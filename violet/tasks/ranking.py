@@ -46,6 +46,11 @@ def masked_language_terms(task: Task, model: Any, batch: dict[str, Any], video_t
     """The joint fused pass over the caption (words masked when the task has an MLM head) and `video_tokens`: the
     MLM terms, and the MVM terms at `hidden` (None: no MVM; the task then holds `mvm_target`)."""
     objective = task.config.objective
+    if 0 < objective.mlm_rows < len(batch["text_ids"]):  # the first rows only (objective.mlm_rows)
+        rows = objective.mlm_rows
+        batch = {key: batch[key][:rows] for key in ("text_ids", "text_mask", "frames") if key in batch}
+        video_tokens = video_tokens[:rows]
+        hidden = None if hidden is None else hidden[:rows]
     ids, positions = batch["text_ids"], None
     if "mlm" in task.heads:
         ids, positions = mask_text_tokens(
