@@ -160,10 +160,11 @@ def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_pat
     from_run = build_config(FineTuned, init=str(run))
     assert from_run.train.lr == 1e-4 and from_run.train.epochs == 30  # what init_defaults leave is the preset's
     assert build_config(FineTuned, init=str(run), dotted=["train.lr=3e-4"]).train.lr == 3e-4
-    # The tiny preset's retrieval recipe (VTC + MLM, 30 epochs) is for training from scratch; a fine-tune's own
-    # defaults (the recipe chosen on val) win over it.
+    # The tiny preset's retrieval recipe (VTC + MLM over half of each batch, 40 epochs) is for training from
+    # scratch; a fine-tune's own defaults (the recipe chosen on val) win over it.
     scratch = build_config(get_task("retrieval"))
-    assert (scratch.train.lr, scratch.train.epochs, scratch.objective.mlm_weight) == (5e-4, 30, 1.0)
+    assert (scratch.train.lr, scratch.train.epochs, scratch.objective.mlm_weight) == (5e-4, 40, 1.0)
+    assert scratch.objective.mlm_rows == 16
     fine_tune = build_config(get_task("retrieval"), init=str(run))
     assert (fine_tune.train.lr, fine_tune.train.epochs, fine_tune.objective.mlm_weight) == (1e-4, 20, 0.0)
 
