@@ -47,8 +47,8 @@ class ModelConfig:
     video_pool: str = "mean"
     dropout: float = 0.0  # attention and MLP dropout in every transformer block
     # The contrastive temperature the model starts from (CLIP's 0.07), and whether training learns it (as CLIP and
-    # VIOLET do) or keeps it fixed. At initialisation every clip's embedding is nearly the same direction (cosines
-    # ~0.95 among a batch), so the temperature sets how strongly the first steps can tell clips apart.
+    # VIOLET do) or keeps it fixed. Starting at 0.03 lost on the tuning worlds' val splits (docs/benchmarks.md,
+    # "Ablations"); in runs of a few hundred steps the learned value moves little (0.070 -> ~0.065).
     temperature: float = 0.07
     learn_temperature: bool = True
     # Linear layers: > 0 = truncated normal with this std (BERT / ViT use 0.02 at width 768); 0 = PyTorch's
