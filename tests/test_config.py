@@ -153,12 +153,12 @@ def test_fine_tuning_defaults_apply_only_with_init_and_yield_to_the_user(tmp_pat
     save_config(saved, run / "config.json")
 
     class FineTuned(get_task("retrieval")):
-        defaults = {"train": {"lr": 5e-4, "epochs": 40}}
+        defaults = {"train": {"lr": 5e-4, "epochs": 50}}
         init_defaults = {"train": {"lr": 1e-4}}
 
     assert build_config(FineTuned).train.lr == 5e-4  # from scratch
     from_run = build_config(FineTuned, init=str(run))
-    assert from_run.train.lr == 1e-4 and from_run.train.epochs == 30  # what init_defaults leave is the preset's
+    assert from_run.train.lr == 1e-4 and from_run.train.epochs == 40  # what init_defaults leave is the preset's
     assert build_config(FineTuned, init=str(run), dotted=["train.lr=3e-4"]).train.lr == 3e-4
     # The tiny preset's retrieval recipe (VTC + MLM over half of each batch, 40 epochs) is for training from
     # scratch; a fine-tune's own defaults (the recipe chosen on val) win over it.
