@@ -43,7 +43,7 @@ from violet.data.decode import (
     window_spans,
 )
 from violet.data.layout import STORE_INDEX_FILENAME, default_store_dir
-from violet.data.text import load_tokenizer, tokenize
+from violet.data.text import load_tokenizer, question_with_answer, tokenize
 from violet.data.video import decode_clip, sample_frame_indices
 from violet.engine.rundir import RunDir, RunDirError
 from violet.engine.weights import load_weights
@@ -335,7 +335,7 @@ class TrainedModel:
         if missing or not options:
             raise RunCapabilityError(f"{self.run.path} ({self.task}) cannot choose an option: " + (
                 f"it has no {' or '.join(missing)} head (use a qa-mc run)" if missing else "no options given"))
-        tokens = tokenize(self.tokenizer, [f"{question} {option}" for option in options],
+        tokens = tokenize(self.tokenizer, [question_with_answer(question, option) for option in options],
                           self.config.model.max_text_len)
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         frames = self.clips(video)[:1].to(self.device)

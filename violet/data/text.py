@@ -1,4 +1,4 @@
-"""Tokenizer loading: a BERT WordPiece vocabulary from a local directory (no hub downloads)."""
+"""Tokenizer loading (a BERT WordPiece vocabulary from a local directory, no hub downloads) and the QA text form."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +6,13 @@ from pathlib import Path
 from transformers import BertTokenizer
 
 BUNDLED_VOCAB = Path(__file__).resolve().parent.parent / "assets" / "bert_uncased_vocab.txt"
+
+
+def question_with_answer(question: str, answer: str) -> str:
+    """The one text in which the QA tasks score an answer (an option, an open-ended answer) against a clip: the
+    question, a space, the answer. Training, evaluation, violet.load and the companion texts all build it here, so
+    what a model learned to score is what it is asked to score."""
+    return f"{question} {answer}"
 
 
 def load_tokenizer(source: str | Path = "") -> BertTokenizer:

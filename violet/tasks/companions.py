@@ -22,7 +22,7 @@ import torch
 
 from violet.data.layout import KINDS
 from violet.data.prepared import load_prepared
-from violet.data.text import tokenize
+from violet.data.text import question_with_answer, tokenize
 from violet.objectives import video_keys, vtc_loss
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,9 @@ def companion_texts_of(kind: str, rows: Any) -> list[str]:
     if kind == "captions":
         return list(rows["caption"])
     if kind == "qa_mc":
-        return [f"{question} {options[answer]}" for question, options, answer
+        return [question_with_answer(question, options[answer]) for question, options, answer
                 in zip(rows["question"], rows["options"], rows["answer"])]
-    return [f"{question} {answer}" for question, answer in zip(rows["question"], rows["answer"])]
+    return [question_with_answer(question, answer) for question, answer in zip(rows["question"], rows["answer"])]
 
 
 class CompanionTexts:

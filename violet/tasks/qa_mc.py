@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from violet.data.text import tokenize
+from violet.data.text import question_with_answer, tokenize
 from violet.metrics import accuracy
 from violet.objectives import check_temporal_negative, match_score, temporal_order_terms, video_keys, vtc_loss
 from violet.tasks.base import Task
@@ -48,7 +48,7 @@ class MultipleChoiceQATask(Task):
     def text_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
         texts, counts = [], []
         for question, options in zip(batch["question"], batch["options"]):
-            texts.extend(f"{question} {option}" for option in options)
+            texts.extend(question_with_answer(question, option) for option in options)
             counts.append(len(options))
         tokens = tokenize(self.tokenizer, texts, self.config.model.max_text_len)
         return {
@@ -86,7 +86,7 @@ class MultipleChoiceQATask(Task):
                                               objective.temporal_weight, objective.temporal_negative,
                                               objective.temporal_rows))
         if self.companions is not None:  # the clip's captions or other questions, against the batch's clips
-            own = [f"{question} {options[index]}" for question, options, index
+            own = [question_with_answer(question, options[index]) for question, options, index
                    in zip(batch["question"], batch["options"], answer.tolist())]
             terms.update(companion_terms(self, model, batch, own, video, generator))
         acc = (scores.argmax(dim=1) == answer).float().mean()

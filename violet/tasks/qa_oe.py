@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from violet.data.prepared import load_answer_vocab
-from violet.data.text import tokenize
+from violet.data.text import question_with_answer, tokenize
 from violet.metrics import accuracy
 from violet.objectives import video_keys, vtc_loss
 from violet.tasks.base import Task
@@ -76,8 +76,8 @@ class OpenEndedQATask(Task):
                                            self.config.model.max_text_len)
             return {**fields, "candidate_ids": candidates["input_ids"], "candidate_mask": candidates["attention_mask"]}
         # "question answer" texts for the contrastive term (see training_step).
-        pairs = tokenize(self.tokenizer, [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"])],
-                         self.config.model.max_text_len)
+        texts = [question_with_answer(question, answer) for question, answer in zip(batch["question"], batch["answer"])]
+        pairs = tokenize(self.tokenizer, texts, self.config.model.max_text_len)
         return {**fields, "pair_ids": pairs["input_ids"], "pair_mask": pairs["attention_mask"]}
 
     def answer_logits(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
@@ -152,7 +152,8 @@ def answer_logits(model: Any, video: dict[str, torch.Tensor], ids: torch.Tensor,
 
 def answer_candidates(tokenizer: Any, questions: list[str], answers: list[str], max_len: int) -> dict:
     """Tokens of every "question answer" text, question-major: row q * len(answers) + a."""
-    return tokenize(tokenizer, [f"{question} {answer}" for question in questions for answer in answers], max_len)
+    texts = [question_with_answer(question, answer) for question in questions for answer in answers]
+    return tokenize(tokenizer, texts, max_len)
 
 
 def text_answer_logits(
